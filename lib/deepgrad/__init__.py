@@ -1,0 +1,28 @@
+"""deepgrad: the library behind the executable book on vanishing and exploding gradients.
+
+Chapters import it as ``import deepgrad as dg``. Each module is one concept:
+
+- :mod:`deepgrad.repro`       seeding, determinism, device choice
+- :mod:`deepgrad.activations` activation functions with their derivatives, by name
+- :mod:`deepgrad.data`        the bundled digits data set and small synthetic tasks
+- :mod:`deepgrad.models`      an MLP builder with depth, width, activation, init, norm and residual knobs
+- :mod:`deepgrad.autodiff`    backpropagation written out by hand, layer by layer
+- :mod:`deepgrad.diagnostics` per-layer gradient and activation statistics from hooks on any module
+- :mod:`deepgrad.plotting`    the book's figure style and shared plotting helpers
+"""
+
+from deepgrad import activations, autodiff, data, diagnostics, models, plotting, repro
+from deepgrad.repro import default_device, seed_everything
+
+__all__ = [
+    "activations",
+    "autodiff",
+    "data",
+    "diagnostics",
+    "models",
+    "plotting",
+    "repro",
+    "default_device",
+    "seed_everything",
+]
+__version__ = "0.1.0"

@@ -1,0 +1,141 @@
+"""Data the book trains on, with no download at run time.
+
+- :func:`load_digits`: scikit-learn's bundled 8×8 handwritten digits (1,797 images, 10 classes),
+  split once and for all into train / validation / test with a fixed seed.
+- :func:`spirals`: interleaved noisy spirals, a small 2-D task that needs a deep-ish network.
+- :func:`batches`: mini-batch iteration over a :class:`Split`.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import torch
+from sklearn.datasets import load_digits as _sklearn_digits
+from sklearn.model_selection import train_test_split
+from torch import Tensor
+
+from deepgrad._checks import fraction, non_negative, positive_int
+
+
+@dataclass(frozen=True)
+class Split:
+    """Inputs ``x`` (n × features) and integer class labels ``y`` (n) of one part of a data set."""
+
+    x: Tensor
+    y: Tensor
+
+    def __len__(self) -> int:
+        return self.x.shape[0]
+
+    def to(self, device: torch.device | str) -> Split:
+        return Split(self.x.to(device), self.y.to(device))
+
+
+@dataclass(frozen=True)
+class Dataset:
+    """A classification data set in three fixed parts."""
+
+    name: str
+    train: Split
+    val: Split
+    test: Split
+    n_features: int
+    n_classes: int
+
+    def to(self, device: torch.device | str) -> Dataset:
+        return Dataset(self.name, self.train.to(device), self.val.to(device), self.test.to(device),
+                       self.n_features, self.n_classes)
+
+
+def _three_way_split(x: Tensor, y: Tensor, val_fraction: float, test_fraction: float, seed: int):
+    """Stratified train/val/test split; the same ``seed`` always gives the same parts."""
+    if val_fraction + test_fraction >= 1:
+        raise ValueError(
+            f"val_fraction + test_fraction must be < 1, got {val_fraction} + {test_fraction}"
+        )
+    idx = torch.arange(len(y)).numpy()
+    rest, test = train_test_split(idx, test_size=test_fraction, stratify=y.numpy(), random_state=seed)
+    val_of_rest = val_fraction / (1 - test_fraction)
+    train, val = train_test_split(rest, test_size=val_of_rest, stratify=y.numpy()[rest], random_state=seed)
+    return [torch.as_tensor(part) for part in (train, val, test)]
+
+
+def _standardise(x: Tensor, train_idx: Tensor) -> Tensor:
+    """z-score every feature with the training part's mean and std (constant features left at 0)."""
+    mean = x[train_idx].mean(0)
+    std = x[train_idx].std(0)
+    std = torch.where(std > 0, std, torch.ones_like(std))
+    return (x - mean) / std
+
+
+def _make_dataset(name: str, x: Tensor, y: Tensor, *, val_fraction: float, test_fraction: float,
+                  seed: int, standardize: bool, dtype: torch.dtype, device) -> Dataset:
+    fraction("val_fraction", val_fraction)
+    fraction("test_fraction", test_fraction)
+    train_idx, val_idx, test_idx = _three_way_split(x, y, val_fraction, test_fraction, seed)
+    x = x.to(torch.float64)
+    if standardize:
+        x = _standardise(x, train_idx)
+    x = x.to(dtype)
+    parts = [Split(x[i].to(device), y[i].to(device)) for i in (train_idx, val_idx, test_idx)]
+    return Dataset(name, *parts, n_features=x.shape[1], n_classes=int(y.max()) + 1)
+
+
+def load_digits(*, val_fraction: float = 0.2, test_fraction: float = 0.2, standardize: bool = True,
+                seed: int = 0, dtype: torch.dtype = torch.float32,
+                device: torch.device | str | None = None) -> Dataset:
+    """The 8×8 digits data set bundled with scikit-learn, as tensors.
+
+    Pixel intensities (0–16) are z-scored per pixel using the training part's statistics when
+    ``standardize`` is true (pixels that are constant on the training part stay 0). The split is
+    stratified by class and fixed by ``seed``, independently of the global random state, so every
+    chapter sees the same 1,078 / 359 / 360 images by default.
+    """
+    raw = _sklearn_digits()
+    x = torch.as_tensor(raw.data, dtype=torch.float64)
+    y = torch.as_tensor(raw.target, dtype=torch.long)
+    return _make_dataset("digits", x, y, val_fraction=val_fraction, test_fraction=test_fraction,
+                         seed=seed, standardize=standardize, dtype=dtype, device=device)
+
+
+def spirals(n_per_class: int = 300, *, classes: int = 2, turns: float = 1.5, noise: float = 0.1,
+            val_fraction: float = 0.2, test_fraction: float = 0.2, seed: int = 0,
+            dtype: torch.dtype = torch.float32, device: torch.device | str | None = None) -> Dataset:
+    """``classes`` interleaved spiral arms in the plane, each with ``n_per_class`` noisy points.
+
+    Arm k is r ↦ r·(cos θ, sin θ) with θ = 2π·turns·r + 2πk/classes, r uniform in (0, 1],
+    plus isotropic Gaussian noise of standard deviation ``noise``.
+    """
+    positive_int("n_per_class", n_per_class)
+    positive_int("classes", classes, minimum=2)
+    non_negative("noise", noise)
+    non_negative("turns", turns)
+    g = torch.Generator().manual_seed(seed)
+    r = torch.rand(classes, n_per_class, generator=g, dtype=torch.float64) * 0.95 + 0.05
+    arm = torch.arange(classes, dtype=torch.float64)[:, None]
+    theta = 2 * math.pi * turns * r + 2 * math.pi * arm / classes
+    x = torch.stack([r * torch.cos(theta), r * torch.sin(theta)], dim=-1).reshape(-1, 2)
+    x = x + noise * torch.randn(x.shape, generator=g, dtype=torch.float64)
+    y = torch.arange(classes).repeat_interleave(n_per_class)
+    return _make_dataset("spirals", x, y, val_fraction=val_fraction, test_fraction=test_fraction,
+                         seed=seed, standardize=False, dtype=dtype, device=device)
+
+
+def batches(split: Split, batch_size: int, *, shuffle: bool = True,
+            generator: torch.Generator | None = None, drop_last: bool = False) -> Iterator[tuple[Tensor, Tensor]]:
+    """Yield ``(x, y)`` mini-batches covering ``split`` once (one epoch).
+
+    With ``shuffle`` the order is a permutation drawn from ``generator`` (the global torch
+    generator when ``None``), so a seeded generator gives the same batches every run.
+    """
+    positive_int("batch_size", batch_size)
+    n = len(split)
+    order = torch.randperm(n, generator=generator) if shuffle else torch.arange(n)
+    order = order.to(split.x.device)
+    stop = n - n % batch_size if drop_last else n
+    for start in range(0, stop, batch_size):
+        idx = order[start:start + batch_size]
+        yield split.x[idx], split.y[idx]

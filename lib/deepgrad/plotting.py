@@ -1,0 +1,123 @@
+"""One house style for every figure in the book, and the helpers chapters share.
+
+- :func:`use_style` sets Matplotlib's defaults: sizes for a book column, light grids, no top/right
+  spines and the colour-blind-safe Okabe–Ito palette (Okabe & Ito, 2008).
+- :func:`color` gives each activation (and a few roles) a fixed colour across chapters.
+- :func:`layer_profile` draws one per-layer quantity (a gradient norm, say) on a log axis, marking
+  non-finite values as diverged instead of failing.
+- :func:`glue_figure` hands a figure to MyST-NB's ``glue`` for a numbered, captioned book figure.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import matplotlib as mpl
+import matplotlib.pyplot as plt
+from matplotlib.axes import Axes
+from matplotlib.figure import Figure
+
+from deepgrad._checks import one_of
+
+#: The Okabe–Ito palette: distinguishable under the common colour-vision deficiencies.
+PALETTE = {
+    "blue": "#0072B2",
+    "orange": "#E69F00",
+    "green": "#009E73",
+    "vermillion": "#D55E00",
+    "sky": "#56B4E9",
+    "purple": "#CC79A7",
+    "yellow": "#F0E442",
+    "black": "#000000",
+}
+
+_ROLE_COLORS = {
+    "sigmoid": PALETTE["vermillion"],
+    "tanh": PALETTE["orange"],
+    "relu": PALETTE["blue"],
+    "leaky_relu": PALETTE["sky"],
+    "elu": PALETTE["green"],
+    "selu": PALETTE["purple"],
+    "silu": PALETTE["black"],
+    "gelu": PALETTE["yellow"],
+    "identity": "#777777",
+    "healthy": PALETTE["green"],
+    "sick": PALETTE["vermillion"],
+    "reference": "#777777",
+}
+
+#: Width of a full-width book figure, in inches.
+FULL_WIDTH = 7.5
+
+
+def use_style() -> None:
+    """Apply the book's Matplotlib style (call once at the top of a chapter)."""
+    mpl.rcParams.update({
+        "figure.figsize": (FULL_WIDTH, 3.4),
+        "figure.dpi": 100,
+        "savefig.dpi": 150,
+        "figure.constrained_layout.use": True,
+        "font.size": 10,
+        "axes.titlesize": 10.5,
+        "axes.labelsize": 10,
+        "legend.fontsize": 9,
+        "legend.frameon": False,
+        "axes.spines.top": False,
+        "axes.spines.right": False,
+        "axes.grid": True,
+        "grid.alpha": 0.3,
+        "grid.linewidth": 0.6,
+        "lines.linewidth": 1.8,
+        "lines.markersize": 5,
+        "axes.prop_cycle": mpl.cycler(color=[PALETTE[k] for k in
+                                             ("blue", "orange", "green", "vermillion", "sky", "purple", "black")]),
+        "image.cmap": "viridis",
+    })
+
+
+def color(name: str) -> str:
+    """The fixed colour of an activation or role (``"healthy"``, ``"sick"``, ``"reference"``)."""
+    one_of("name", name, _ROLE_COLORS)
+    return _ROLE_COLORS[name]
+
+
+def figure(ncols: int = 1, nrows: int = 1, *, height: float = 3.4, width: float = FULL_WIDTH,
+           **kwargs) -> tuple[Figure, Axes | Sequence[Axes]]:
+    """A new figure in the book's size; returns ``(fig, axes)`` like ``plt.subplots``."""
+    return plt.subplots(nrows, ncols, figsize=(width, height), **kwargs)
+
+
+def layer_profile(ax: Axes, values: Sequence[float], *, label: str | None = None, color: str | None = None,
+                  marker: str = "o", start: int = 1) -> None:
+    """Plot a per-layer quantity against layer number on a log axis.
+
+    Layers are numbered from ``start`` on the input side. Non-finite or non-positive values
+    cannot be shown on a log axis: they are marked with an ✕ on the axis floor and the label
+    says "diverged", so a blown-up run is visible rather than silently missing.
+    """
+    layers = list(range(start, start + len(values)))
+    good = [(i, v) for i, v in zip(layers, values) if math.isfinite(v) and v > 0]
+    bad = [i for i, v in zip(layers, values) if not (math.isfinite(v) and v > 0)]
+    if bad and label is not None:
+        label = f"{label} (diverged at {len(bad)} layers)"
+    if good:
+        xs, ys = zip(*good)
+        (line,) = ax.plot(xs, ys, marker=marker, label=label, color=color)
+        color = line.get_color()
+    ax.set_yscale("log")
+    if bad:
+        ax.plot(bad, [ax.get_ylim()[0]] * len(bad), "x", color=color or "k", clip_on=False,
+                label=None if good else label)
+    ax.set_xlabel("layer (1 = nearest the input)")
+
+
+def glue_figure(name: str, fig: Figure) -> None:
+    """Glue ``fig`` under ``name`` for a ``{glue:figure}`` directive, and close it.
+
+    Closing keeps the figure from also being shown where it was made.
+    """
+    from myst_nb import glue  # imported here: the library itself does not need MyST-NB
+
+    glue(name, fig, display=False)
+    plt.close(fig)

@@ -1,0 +1,47 @@
+import math
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import pytest  # noqa: E402
+
+from deepgrad import plotting  # noqa: E402
+
+
+def test_style_sets_the_palette():
+    plotting.use_style()
+    cycle = matplotlib.rcParams["axes.prop_cycle"].by_key()["color"]
+    assert cycle[0] == plotting.PALETTE["blue"] and len(set(cycle)) == len(cycle)
+
+
+def test_layer_profile_uses_a_log_axis_and_numbers_layers_from_one():
+    fig, ax = plotting.figure()
+    plotting.layer_profile(ax, [1e-6, 1e-3, 1.0], label="sigmoid", color=plotting.color("sigmoid"))
+    assert ax.get_yscale() == "log"
+    (line,) = ax.get_lines()
+    assert list(line.get_xdata()) == [1, 2, 3]
+    plt.close(fig)
+
+
+def test_layer_profile_marks_non_finite_values_as_diverged():
+    fig, ax = plotting.figure()
+    plotting.layer_profile(ax, [1.0, math.inf, math.nan, 0.0], label="run")
+    good, bad = ax.get_lines()
+    assert list(good.get_xdata()) == [1]
+    assert list(bad.get_xdata()) == [2, 3, 4]
+    assert good.get_label() == "run (diverged at 3 layers)"
+    plt.close(fig)
+
+
+def test_layer_profile_all_diverged_still_labelled():
+    fig, ax = plotting.figure()
+    plotting.layer_profile(ax, [math.nan, math.nan], label="run")
+    (bad,) = ax.get_lines()
+    assert bad.get_label() == "run (diverged at 2 layers)"
+    plt.close(fig)
+
+
+def test_unknown_colour_name():
+    with pytest.raises(ValueError, match="name must be one of .*'relu'.*; got 'rleu'"):
+        plotting.color("rleu")
