@@ -174,3 +174,27 @@ class TestBadArguments:
         fp = autodiff.forward(net, torch.randn(2, 5, dtype=torch.float64))
         with pytest.raises(ValueError, match="example must index the batch of 2"):
             autodiff.layer_jacobians(net, fp, example=2)
+
+
+def test_sgd_update_equals_torch_optim_sgd():
+    model = _model(3, "sigmoid")
+    x = torch.randn(10, 5, dtype=torch.float64)
+    y = torch.randint(0, 3, (10,))
+    net = Network.from_mlp(model)
+    for _ in range(5):
+        _, grads = autodiff.backprop(net, x, y)
+        net = autodiff.sgd_update(net, grads, lr=0.3)
+    opt = torch.optim.SGD(model.parameters(), lr=0.3)
+    for _ in range(5):
+        opt.zero_grad()
+        F.cross_entropy(model(x), y).backward()
+        opt.step()
+    for mine, layer in zip(net.weights, model.linear_layers()):
+        torch.testing.assert_close(mine, layer.weight.detach(), rtol=1e-12, atol=1e-14)
+
+
+def test_sgd_update_rejects_a_negative_learning_rate():
+    net = Network.from_mlp(_model(1, "relu"))
+    _, grads = autodiff.backprop(net, torch.randn(2, 5, dtype=torch.float64), torch.tensor([0, 1]))
+    with pytest.raises(ValueError, match="lr must be a finite number >= 0, got -0.1"):
+        autodiff.sgd_update(net, grads, lr=-0.1)

@@ -45,3 +45,26 @@ def test_layer_profile_all_diverged_still_labelled():
 def test_unknown_colour_name():
     with pytest.raises(ValueError, match="name must be one of .*'relu'.*; got 'rleu'"):
         plotting.color("rleu")
+
+
+def test_draw_graph_draws_every_node_and_edge():
+    fig, ax = plotting.figure()
+    nodes = {"x": (0, 0, "$x$", "value"), "w": (1, 1, "$w$", "param"), "L": (2, 0, "$L$", "loss")}
+    plotting.draw_graph(ax, nodes, [("x", "L", "", "forward"), ("w", "L", "", "forward"),
+                                    ("L", "x", r"$\partial L/\partial x$", "backward")])
+    assert [t.get_text() for t in ax.texts if t.get_text().startswith("$")] == [
+        "$x$", "$w$", "$L$", r"$\partial L/\partial x$"]
+    assert sum(1 for t in ax.texts if getattr(t, "arrow_patch", None) is not None) == 3
+    assert not ax.axison
+    plt.close(fig)
+
+
+def test_draw_graph_rejects_unknown_nodes_kinds_and_styles():
+    fig, ax = plotting.figure()
+    with pytest.raises(ValueError, match="kind of node 'x' must be one of 'value', 'param', 'loss', 'op'"):
+        plotting.draw_graph(ax, {"x": (0, 0, "x", "tensor")}, [])
+    with pytest.raises(ValueError, match="edge end must be one of 'x'; got 'y'"):
+        plotting.draw_graph(ax, {"x": (0, 0, "x", "value")}, [("x", "y", "", "forward")])
+    with pytest.raises(ValueError, match="style of edge x->x must be one of 'forward', 'backward'"):
+        plotting.draw_graph(ax, {"x": (0, 0, "x", "value")}, [("x", "x", "", "sideways")])
+    plt.close(fig)

@@ -76,3 +76,17 @@ class TestBadArguments:
         monkeypatch.setenv("DEEPGRAD_DEVICE", "cuda")
         with pytest.raises(ValueError, match="no CUDA device is available"):
             dg.default_device()
+
+
+@pytest.mark.parametrize("value, digits, expected", [
+    (0.123456, 3, 0.123), (123456.0, 2, 120000.0), (-9.876e-9, 2, -9.9e-9), (0.0, 3, 0.0), (2.5, 1, 2.0),
+])
+def test_significant(value, digits, expected):
+    assert dg.significant(value, digits) == expected
+
+
+def test_significant_keeps_non_finite_values():
+    import math
+    assert math.isnan(dg.significant(float("nan"))) and dg.significant(float("inf")) == float("inf")
+    with pytest.raises(ValueError, match="digits must be an int >= 1, got 0"):
+        dg.significant(1.0, 0)

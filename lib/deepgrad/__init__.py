@@ -12,7 +12,7 @@ Chapters import it as ``import deepgrad as dg``. Each module is one concept:
 """
 
 from deepgrad import activations, autodiff, data, diagnostics, models, plotting, repro
-from deepgrad.repro import default_device, seed_everything
+from deepgrad.repro import default_device, seed_everything, significant
 
 __all__ = [
     "activations",
@@ -24,5 +24,6 @@ __all__ = [
     "repro",
     "default_device",
     "seed_everything",
+    "significant",
 ]
 __version__ = "0.1.0"

@@ -30,7 +30,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from deepgrad import activations
-from deepgrad._checks import one_of
+from deepgrad._checks import non_negative, one_of
 from deepgrad.activations import Activation
 
 
@@ -177,6 +177,17 @@ def backprop(net: Network, x: Tensor, y: Tensor, loss: str = "cross_entropy") ->
     fp = forward(net, x)
     value, grad_output = LOSSES[loss](fp.output, y)
     return value, backward(net, fp, grad_output)
+
+
+def sgd_update(net: Network, grads: Gradients, lr: float) -> Network:
+    """One gradient-descent step, w_new = w_old − η ∂L/∂w_old, for every weight and bias.
+
+    The gradient is evaluated at the *old* weights: the step moves from where the gradient was measured.
+    """
+    non_negative("lr", lr)
+    weights = [w - lr * g for w, g in zip(net.weights, grads.weights)]
+    biases = [None if b is None else b - lr * g for b, g in zip(net.biases, grads.biases)]
+    return Network(weights, biases, net.activation, net.residual)
 
 
 def layer_jacobians(net: Network, fp: ForwardPass, example: int = 0) -> list[Tensor]:

@@ -5,6 +5,7 @@
 - :func:`color` gives each activation (and a few roles) a fixed colour across chapters.
 - :func:`layer_profile` draws one per-layer quantity (a gradient norm, say) on a log axis, marking
   non-finite values as diverged instead of failing.
+- :func:`draw_graph` draws a small computational graph (nodes in boxes, forward and backward arrows).
 - :func:`glue_figure` hands a figure to MyST-NB's ``glue`` for a numbered, captioned book figure.
 """
 
@@ -110,6 +111,44 @@ def layer_profile(ax: Axes, values: Sequence[float], *, label: str | None = None
         ax.plot(bad, [ax.get_ylim()[0]] * len(bad), "x", color=color or "k", clip_on=False,
                 label=None if good else label)
     ax.set_xlabel("layer (1 = nearest the input)")
+
+
+#: Node kinds of :func:`draw_graph` and their fill colours.
+NODE_KINDS = {"value": "#FFFFFF", "param": "#DCEBF7", "loss": "#FBE3D6", "op": "#F2F2F2"}
+#: Edge styles of :func:`draw_graph`: forward (black, solid) and backward (vermillion, dashed).
+EDGE_STYLES = {
+    "forward": dict(color="black", linestyle="-", connectionstyle="arc3,rad=0"),
+    "backward": dict(color=PALETTE["vermillion"], linestyle="--", connectionstyle="arc3,rad=-0.35"),
+}
+
+
+def draw_graph(ax: Axes, nodes: dict[str, tuple[float, float, str, str]],
+               edges: Sequence[tuple[str, str, str, str]]) -> None:
+    """Draw a computational graph on ``ax`` (axes switched off).
+
+    ``nodes`` maps a name to ``(x, y, text, kind)`` with ``kind`` one of :data:`NODE_KINDS`;
+    ``edges`` are ``(source, target, label, style)`` with ``style`` one of :data:`EDGE_STYLES`
+    (``label`` may be empty). Text may contain Matplotlib mathtext (``"$z^1$"``).
+    """
+    for name, (x, y, text, kind) in nodes.items():
+        one_of(f"kind of node {name!r}", kind, NODE_KINDS)
+        ax.text(x, y, text, ha="center", va="center", fontsize=11, zorder=3,
+                bbox=dict(boxstyle="round,pad=0.35", facecolor=NODE_KINDS[kind], edgecolor="#444444"))
+    for source, target, label, style in edges:
+        for end in (source, target):
+            one_of("edge end", end, nodes)
+        one_of(f"style of edge {source}->{target}", style, EDGE_STYLES)
+        (x0, y0, *_), (x1, y1, *_) = nodes[source], nodes[target]
+        spec = EDGE_STYLES[style]
+        ax.annotate("", xy=(x1, y1), xytext=(x0, y0), zorder=2,
+                    arrowprops=dict(arrowstyle="-|>", shrinkA=14, shrinkB=14, lw=1.3, color=spec["color"],
+                                    linestyle=spec["linestyle"], connectionstyle=spec["connectionstyle"]))
+        if label:
+            # forward labels sit just above their arrow; backward arrows bow below the row, labels under the bow
+            below = style == "backward"
+            ax.text((x0 + x1) / 2, (y0 + y1) / 2 + (-0.3 if below else 0.04), label, ha="center",
+                    va="top" if below else "bottom", fontsize=9, color=spec["color"])
+    ax.set_axis_off()
 
 
 def glue_figure(name: str, fig: Figure) -> None:

@@ -6,6 +6,7 @@ byte-identical text on the same machine, which is what the book's nbval tests ch
 
 from __future__ import annotations
 
+import math
 import os
 import random
 
@@ -71,3 +72,16 @@ def default_device() -> torch.device:
             raise ValueError(f"{DEVICE_ENV}=cuda but no CUDA device is available; use 'cpu'")
         return torch.device(choice)
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def significant(value: float, digits: int = 4) -> float:
+    """``value`` rounded to ``digits`` significant digits (non-finite values unchanged).
+
+    Chapters round what they print and glue, so that the last bits of a floating-point result,
+    which can differ between CPU models, do not change the book's text.
+    """
+    positive_int("digits", digits)
+    value = float(value)
+    if not math.isfinite(value) or value == 0:
+        return value
+    return float(f"{value:.{digits - 1}e}")

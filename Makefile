@@ -1,0 +1,49 @@
+# The book's two commands (see README):  make book  |  make test
+# Both create .venv on first use and install requirements.txt and deepgrad (editable).
+
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+JB     := $(BIN)/jupyter-book build . --warningiserror --keep-going
+# nbval compares text outputs recorded on a CPU: run the chapters there for the comparison
+TEST_ENV := DEEPGRAD_DEVICE=cpu PYDEVD_DISABLE_FILE_VALIDATION=1
+
+.PHONY: book test unit nbval reference clean distclean help
+
+help:
+	@echo "make book       build the HTML book into _build/html (executes changed chapters)"
+	@echo "make test       unit tests, nbval on every chapter, and the book build (warnings are errors)"
+	@echo "make reference  re-record chapter outputs in tests/reference/ after an intended change"
+	@echo "make clean      remove _build/ (the next build re-executes every chapter)"
+	@echo "make distclean  also remove the virtual environment"
+
+$(STAMP): requirements.txt constraints.txt pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --disable-pip-version-check -q -r requirements.txt
+	$(BIN)/python -m pip install --disable-pip-version-check -q --no-deps --no-build-isolation -e .
+	touch $(STAMP)
+
+book: $(STAMP)
+	$(BIN)/python tools/chapters.py cache-guard
+	$(JB)
+	@echo "The book is in _build/html/index.html"
+
+unit: $(STAMP)
+	$(TEST_ENV) $(BIN)/python -m pytest tests
+
+nbval: $(STAMP)
+	$(BIN)/python tools/chapters.py prepare
+	$(TEST_ENV) $(BIN)/python -m pytest --nbval _build/nbval --nbval-current-env \
+	    --nbval-sanitize-with tests/sanitize.cfg --nbval-cell-timeout=120 -p no:cacheprovider
+
+test: unit nbval book
+
+reference: $(STAMP)
+	$(TEST_ENV) $(BIN)/python tools/chapters.py reference $(CHAPTERS)
+
+clean:
+	rm -rf _build
+
+distclean: clean
+	rm -rf $(VENV)

@@ -1,0 +1,125 @@
+"""Maintenance commands for the book's chapters, called by the Makefile.
+
+    python tools/chapters.py reference [STEM ...]   execute chapters, record their outputs in tests/reference/
+    python tools/chapters.py prepare                 build _build/nbval/: each reference with the current code
+    python tools/chapters.py cache-guard             clear the execution cache if deepgrad or the pins changed
+
+The nbval contract (design/architecture.md): tests/reference/<stem>.ipynb holds the text outputs a
+chapter produced when it was last recorded. `prepare` copies each reference and carries the chapter's
+*current* code into it (jupytext --update keeps the recorded outputs), so that nbval runs the new code
+against the old outputs: a chapter whose output changed fails until `make reference` records it again.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import shutil
+import sys
+from pathlib import Path
+
+import jupytext
+import nbformat
+from jupytext.combine import combine_inputs_with_outputs
+
+ROOT = Path(__file__).resolve().parent.parent
+CHAPTERS = ROOT / "chapters"
+REFERENCE = ROOT / "tests" / "reference"
+NBVAL_DIR = ROOT / "_build" / "nbval"
+CACHE_STAMP = ROOT / "_build" / ".deepgrad-hash"
+EXECUTION_STATE = [ROOT / "_build" / ".jupyter_cache", ROOT / "_build" / ".doctrees"]
+REFRESH = "make reference"
+#: Output types that are not text; nbval does not compare them, so they are not stored.
+BINARY_MIME = ("image/png", "image/jpeg", "image/svg+xml", "application/pdf")
+
+
+def notebook_chapters() -> dict[str, Path]:
+    """Chapters that are notebooks (have a kernelspec), by file stem."""
+    found = {}
+    for path in sorted(CHAPTERS.glob("*.md")):
+        if jupytext.read(path).metadata.get("kernelspec"):
+            found[path.stem] = path
+    return found
+
+
+def _strip(nb: nbformat.NotebookNode) -> nbformat.NotebookNode:
+    """Drop binary outputs and volatile metadata, keeping what nbval compares."""
+    for cell in nb.cells:
+        cell.metadata.pop("execution", None)
+        for output in cell.get("outputs", []):
+            if "data" in output:
+                for mime in BINARY_MIME:
+                    output["data"].pop(mime, None)
+    return nb
+
+
+def record(stems: list[str]) -> None:
+    from nbclient import NotebookClient
+
+    chapters = notebook_chapters()
+    unknown = [s for s in stems if s not in chapters]
+    if unknown:
+        sys.exit(f"unknown chapter(s) {', '.join(unknown)}; notebook chapters are: {', '.join(chapters)}")
+    REFERENCE.mkdir(parents=True, exist_ok=True)
+    for stem in stems or list(chapters):
+        nb = jupytext.read(chapters[stem])
+        print(f"executing chapters/{stem}.md ...", flush=True)
+        NotebookClient(nb, timeout=120, kernel_name="python3",
+                       resources={"metadata": {"path": str(CHAPTERS)}}).execute()
+        nbformat.write(_strip(nb), REFERENCE / f"{stem}.ipynb")
+        print(f"recorded tests/reference/{stem}.ipynb")
+    stale = sorted(p.name for p in REFERENCE.glob("*.ipynb") if p.stem not in chapters)
+    for name in stale:
+        (REFERENCE / name).unlink()
+        print(f"removed tests/reference/{name} (no such chapter)")
+
+
+def prepare() -> None:
+    chapters = notebook_chapters()
+    missing = [stem for stem in chapters if not (REFERENCE / f"{stem}.ipynb").exists()]
+    stale = sorted(p.stem for p in REFERENCE.glob("*.ipynb") if p.stem not in chapters)
+    problems = [f"chapters/{s}.md has no recorded outputs (tests/reference/{s}.ipynb)" for s in missing]
+    problems += [f"tests/reference/{s}.ipynb has no chapter" for s in stale]
+    if problems:
+        sys.exit("\n".join(problems) + f"\nRun `{REFRESH}` to record the reference outputs, then commit tests/reference/.")
+    shutil.rmtree(NBVAL_DIR, ignore_errors=True)
+    NBVAL_DIR.mkdir(parents=True)
+    for stem, path in chapters.items():
+        recorded = nbformat.read(REFERENCE / f"{stem}.ipynb", as_version=4)
+        current = jupytext.read(path)
+        combined = combine_inputs_with_outputs(current, recorded, fmt="md:myst")
+        nbformat.write(combined, NBVAL_DIR / f"{stem}.ipynb")
+    print(f"prepared {len(chapters)} chapter(s) for nbval in {NBVAL_DIR.relative_to(ROOT)}/")
+
+
+def _library_hash() -> str:
+    digest = hashlib.sha256()
+    files = sorted((ROOT / "lib").rglob("*.py")) + [ROOT / "requirements.txt", ROOT / "constraints.txt"]
+    for path in files:
+        digest.update(str(path.relative_to(ROOT)).encode())
+        digest.update(path.read_bytes())
+    return digest.hexdigest()
+
+
+def cache_guard() -> None:
+    """MyST-NB's cache keys on a chapter's code only; a change in deepgrad must re-execute every chapter."""
+    current = _library_hash()
+    previous = CACHE_STAMP.read_text().strip() if CACHE_STAMP.exists() else None
+    if previous != current:
+        if previous is not None:
+            print("deepgrad or the pinned requirements changed: clearing the execution cache")
+        for path in EXECUTION_STATE:
+            shutil.rmtree(path, ignore_errors=True)
+        CACHE_STAMP.parent.mkdir(parents=True, exist_ok=True)
+        CACHE_STAMP.write_text(current + "\n")
+
+
+if __name__ == "__main__":
+    command, *args = sys.argv[1:] or ["help"]
+    if command == "reference":
+        record(args)
+    elif command == "prepare":
+        prepare()
+    elif command == "cache-guard":
+        cache_guard()
+    else:
+        sys.exit(__doc__)
