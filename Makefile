@@ -35,7 +35,7 @@ unit: $(STAMP)
 nbval: $(STAMP)
 	$(BIN)/python tools/chapters.py prepare
 	$(TEST_ENV) $(BIN)/python -m pytest --nbval _build/nbval --nbval-current-env \
-	    --nbval-sanitize-with tests/sanitize.cfg --nbval-cell-timeout=120 -p no:cacheprovider
+	    --nbval-sanitize-with tests/sanitize.cfg --nbval-cell-timeout=120
 
 test: unit nbval book
 

@@ -68,3 +68,17 @@ def test_draw_graph_rejects_unknown_nodes_kinds_and_styles():
     with pytest.raises(ValueError, match="style of edge x->x must be one of 'forward', 'backward'"):
         plotting.draw_graph(ax, {"x": (0, 0, "x", "value")}, [("x", "x", "", "sideways")])
     plt.close(fig)
+
+
+@pytest.mark.parametrize("value, digits, text", [
+    (8.93e-8, 2, "8.9 × 10⁻⁸"), (-8.93e-8, 2, "−8.9 × 10⁻⁸"), (1e-12, 2, "10⁻¹²"), (6.6e-24, 1, "7 × 10⁻²⁴"),
+    (0.1612, 2, "0.16"), (512.0, 3, "512"), (2.0, 2, "2.0"), (12345.0, 2, "1.2 × 10⁴"), (0.0, 2, "0.0"),
+])
+def test_scientific(value, digits, text):
+    assert plotting.scientific(value, digits) == text
+
+
+def test_scientific_non_finite_and_bad_digits():
+    assert plotting.scientific(math.inf) == "inf" and plotting.scientific(math.nan) == "nan"
+    with pytest.raises(ValueError, match="digits must be an int >= 1, got 0"):
+        plotting.scientific(1.0, digits=0)

@@ -6,7 +6,8 @@
 - :func:`layer_profile` draws one per-layer quantity (a gradient norm, say) on a log axis, marking
   non-finite values as diverged instead of failing.
 - :func:`draw_graph` draws a small computational graph (nodes in boxes, forward and backward arrows).
-- :func:`glue_figure` hands a figure to MyST-NB's ``glue`` for a numbered, captioned book figure.
+- :func:`scientific` writes a number as text, 8.9 × 10⁻⁸ rather than 8.9e-08.
+- :func:`glue_text` and :func:`glue_figure` hand a figure to MyST-NB's ``glue`` for a numbered, captioned book figure.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ import matplotlib.pyplot as plt
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
-from deepgrad._checks import one_of
+from deepgrad._checks import one_of, positive_int
 
 #: The Okabe–Ito palette: distinguishable under the common colour-vision deficiencies.
 PALETTE = {
@@ -149,6 +150,34 @@ def draw_graph(ax: Axes, nodes: dict[str, tuple[float, float, str, str]],
             ax.text((x0 + x1) / 2, (y0 + y1) / 2 + (-0.3 if below else 0.04), label, ha="center",
                     va="top" if below else "bottom", fontsize=9, color=spec["color"])
     ax.set_axis_off()
+
+
+_SUPERSCRIPT = str.maketrans("-0123456789", "⁻⁰¹²³⁴⁵⁶⁷⁸⁹")
+
+
+def scientific(value: float, digits: int = 2) -> str:
+    """``value`` to ``digits`` significant digits, as a reader writes it: ``8.9 × 10⁻⁸``.
+
+    Numbers between 0.01 and 10,000 are written plainly (``0.16``, ``512``); non-finite ones as
+    ``nan``/``inf``.
+    """
+    positive_int("digits", digits)
+    value = float(value)
+    if not math.isfinite(value):
+        return str(value)
+    if value == 0 or 1e-2 <= abs(value) < 1e4:
+        return f"{value:#.{digits}g}".rstrip(".")
+    mantissa, exponent = f"{value:.{digits - 1}e}".split("e")
+    power = f"10{str(int(exponent)).translate(_SUPERSCRIPT)}"
+    return power if mantissa in ("1", "1.0") else f"{mantissa} × {power}".replace("-", "−", 1)
+
+
+def glue_text(name: str, text: str) -> None:
+    """Glue ``text`` (Markdown) under ``name`` for the ``{glue}`` role: it appears without quotes."""
+    from IPython.display import Markdown
+    from myst_nb import glue
+
+    glue(name, Markdown(text), display=False)
 
 
 def glue_figure(name: str, fig: Figure) -> None:
