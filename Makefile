@@ -13,7 +13,7 @@ TEST_ENV := DEEPGRAD_DEVICE=cpu PYDEVD_DISABLE_FILE_VALIDATION=1
 
 help:
 	@echo "make book       build the HTML book into _build/html (executes changed chapters)"
-	@echo "make test       unit tests, nbval on every chapter, and the book build (warnings are errors)"
+	@echo "make test       lint and unit tests, nbval on every chapter, and the book build (warnings are errors)"
 	@echo "make reference  re-record chapter outputs in tests/reference/ after an intended change"
 	@echo "make clean      remove _build/ (the next build re-executes every chapter)"
 	@echo "make distclean  also remove the virtual environment"
@@ -30,6 +30,7 @@ book: $(STAMP)
 	@echo "The book is in _build/html/index.html"
 
 unit: $(STAMP)
+	$(BIN)/ruff check lib tests tools conftest.py
 	$(TEST_ENV) $(BIN)/python -m pytest tests
 
 nbval: $(STAMP)

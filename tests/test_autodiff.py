@@ -33,7 +33,7 @@ def test_backprop_equals_autograd(depth, activation, residual):
     value, gw, gb = _autograd_grads(model, x, y)
     mine_value, grads = autodiff.backprop(Network.from_mlp(model), x, y)
     torch.testing.assert_close(mine_value, value.detach(), rtol=1e-13, atol=0)
-    for mine, ref in zip(grads.weights + grads.biases, gw + gb):
+    for mine, ref in zip(grads.weights + grads.biases, gw + gb, strict=True):
         torch.testing.assert_close(mine, ref, rtol=1e-10, atol=1e-14)
 
 
@@ -44,7 +44,7 @@ def test_mse_backprop_equals_autograd():
     value, gw, gb = _autograd_grads(model, x, y, loss="mse")
     mine_value, grads = autodiff.backprop(Network.from_mlp(model), x, y, loss="mse")
     torch.testing.assert_close(mine_value, value.detach())
-    for mine, ref in zip(grads.weights + grads.biases, gw + gb):
+    for mine, ref in zip(grads.weights + grads.biases, gw + gb, strict=True):
         torch.testing.assert_close(mine, ref, rtol=1e-10, atol=1e-14)
 
 
@@ -55,7 +55,7 @@ def test_without_biases():
     _, gw, _ = _autograd_grads(model, x, y)
     _, grads = autodiff.backprop(Network.from_mlp(model), x, y)
     assert grads.biases == [None] * 4
-    for mine, ref in zip(grads.weights, gw):
+    for mine, ref in zip(grads.weights, gw, strict=True):
         torch.testing.assert_close(mine, ref, rtol=1e-10, atol=1e-14)
 
 
@@ -70,9 +70,9 @@ def test_deltas_and_activation_grads_equal_autograd(residual):
         t.retain_grad()
     F.cross_entropy(fp.output, y).backward()
     _, grads = autodiff.backprop(net, x.detach(), y)
-    for mine, z in zip(grads.deltas, fp.pre_activations):
+    for mine, z in zip(grads.deltas, fp.pre_activations, strict=True):
         torch.testing.assert_close(mine, z.grad, rtol=1e-10, atol=1e-14)
-    for mine, a in zip(grads.activation_grads, [x] + fp.activations):
+    for mine, a in zip(grads.activation_grads, [x] + fp.activations, strict=True):
         torch.testing.assert_close(mine, a.grad, rtol=1e-10, atol=1e-14)
 
 
@@ -189,7 +189,7 @@ def test_sgd_update_equals_torch_optim_sgd():
         opt.zero_grad()
         F.cross_entropy(model(x), y).backward()
         opt.step()
-    for mine, layer in zip(net.weights, model.linear_layers()):
+    for mine, layer in zip(net.weights, model.linear_layers(), strict=True):
         torch.testing.assert_close(mine, layer.weight.detach(), rtol=1e-12, atol=1e-14)
 
 

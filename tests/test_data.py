@@ -1,6 +1,5 @@
 import pytest
 import torch
-
 from sklearn.datasets import load_digits
 
 from deepgrad import data
@@ -68,7 +67,7 @@ def test_batches_are_reproducible_with_a_seeded_generator():
     d = data.load_digits()
     first = [y for _, y in data.batches(d.train, 64, generator=torch.Generator().manual_seed(3))]
     second = [y for _, y in data.batches(d.train, 64, generator=torch.Generator().manual_seed(3))]
-    assert all(torch.equal(a, b) for a, b in zip(first, second))
+    assert all(torch.equal(a, b) for a, b in zip(first, second, strict=True))
 
 
 class TestBadArguments:

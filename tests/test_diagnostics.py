@@ -35,7 +35,7 @@ def test_probe_leaves_parameters_unchanged_and_hooks_removed():
     model, x, y = _setup()
     before = [p.clone() for p in model.parameters()]
     diagnostics.probe(model, x, y)
-    assert all(torch.equal(a, b) for a, b in zip(before, model.parameters()))
+    assert all(torch.equal(a, b) for a, b in zip(before, model.parameters(), strict=True))
     assert all(not m._forward_hooks for m in model.modules())
 
 

@@ -80,7 +80,8 @@ def prepare() -> None:
     problems = [f"chapters/{s}.md has no recorded outputs (tests/reference/{s}.ipynb)" for s in missing]
     problems += [f"tests/reference/{s}.ipynb has no chapter" for s in stale]
     if problems:
-        sys.exit("\n".join(problems) + f"\nRun `{REFRESH}` to record the reference outputs, then commit tests/reference/.")
+        hint = f"Run `{REFRESH}` to record the reference outputs, then commit tests/reference/."
+        sys.exit("\n".join(problems + [hint]))
     shutil.rmtree(NBVAL_DIR, ignore_errors=True)
     NBVAL_DIR.mkdir(parents=True)
     for stem, path in chapters.items():

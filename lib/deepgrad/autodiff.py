@@ -51,9 +51,10 @@ class Network:
         if len(self.residual) != len(self.weights) - 1:
             raise ValueError(f"residual must have one flag per hidden layer ({len(self.weights) - 1}), "
                              f"got {len(self.residual)}")
-        for l, (w, prev) in enumerate(zip(self.weights[1:], self.weights), start=2):
+        for l, (w, prev) in enumerate(zip(self.weights[1:], self.weights[:-1], strict=True), start=2):
             if w.shape[1] != prev.shape[0]:
-                raise ValueError(f"weights[{l - 1}] has {w.shape[1]} inputs but layer {l - 1} has {prev.shape[0]} outputs")
+                raise ValueError(f"weights[{l - 1}] has {w.shape[1]} inputs "
+                                 f"but layer {l - 1} has {prev.shape[0]} outputs")
 
     @property
     def n_layers(self) -> int:
@@ -115,7 +116,7 @@ def forward(net: Network, x: Tensor) -> ForwardPass:
     if x.ndim != 2 or x.shape[1] != net.weights[0].shape[1]:
         raise ValueError(f"x must have shape (batch, {net.weights[0].shape[1]}), got {tuple(x.shape)}")
     a, zs, acts = x, [], []
-    for l, (w, b) in enumerate(zip(net.weights, net.biases)):
+    for l, (w, b) in enumerate(zip(net.weights, net.biases, strict=True)):
         z = a @ w.T if b is None else torch.addmm(b, a, w.T)
         zs.append(z)
         if l < net.n_layers - 1:  # hidden layer
@@ -185,8 +186,8 @@ def sgd_update(net: Network, grads: Gradients, lr: float) -> Network:
     The gradient is evaluated at the *old* weights: the step moves from where the gradient was measured.
     """
     non_negative("lr", lr)
-    weights = [w - lr * g for w, g in zip(net.weights, grads.weights)]
-    biases = [None if b is None else b - lr * g for b, g in zip(net.biases, grads.biases)]
+    weights = [w - lr * g for w, g in zip(net.weights, grads.weights, strict=True)]
+    biases = [None if b is None else b - lr * g for b, g in zip(net.biases, grads.biases, strict=True)]
     return Network(weights, biases, net.activation, net.residual)
 
 

@@ -99,12 +99,12 @@ def layer_profile(ax: Axes, values: Sequence[float], *, label: str | None = None
     says "diverged", so a blown-up run is visible rather than silently missing.
     """
     layers = list(range(start, start + len(values)))
-    good = [(i, v) for i, v in zip(layers, values) if math.isfinite(v) and v > 0]
-    bad = [i for i, v in zip(layers, values) if not (math.isfinite(v) and v > 0)]
+    good = [(i, v) for i, v in zip(layers, values, strict=True) if math.isfinite(v) and v > 0]
+    bad = [i for i, v in zip(layers, values, strict=True) if not (math.isfinite(v) and v > 0)]
     if bad and label is not None:
         label = f"{label} (diverged at {len(bad)} layers)"
     if good:
-        xs, ys = zip(*good)
+        xs, ys = zip(*good, strict=True)
         (line,) = ax.plot(xs, ys, marker=marker, label=label, color=color)
         color = line.get_color()
     ax.set_yscale("log")
