@@ -7,7 +7,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 JB     := $(BIN)/jupyter-book build . --warningiserror --keep-going
 # nbval compares text outputs recorded on a CPU: run the chapters there for the comparison
-TEST_ENV := DEEPGRAD_DEVICE=cpu PYDEVD_DISABLE_FILE_VALIDATION=1
+TEST_ENV := DEEPGRAD_DEVICE=cpu
 
 .PHONY: book test unit nbval reference clean distclean help
 
