@@ -1,0 +1,122 @@
+"""The nbval contract's machinery (tools/chapters.py), on a throwaway chapter in a temporary tree."""
+
+import importlib.util
+from pathlib import Path
+
+import nbformat
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+_spec = importlib.util.spec_from_file_location("chapters_tool", ROOT / "tools" / "chapters.py")
+tool = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(tool)
+
+HEADER = """---
+jupytext:
+  text_representation:
+    extension: .md
+    format_name: myst
+    format_version: 0.13
+kernelspec:
+  display_name: Python 3
+  language: python
+  name: python3
+---
+# A chapter
+
+```{code-cell} ipython3
+print(CODE)
+```
+"""
+
+
+@pytest.fixture
+def tree(tmp_path, monkeypatch):
+    for name in ("chapters", "tests/reference", "lib/deepgrad", "_build"):
+        (tmp_path / name).mkdir(parents=True)
+    (tmp_path / "lib/deepgrad/__init__.py").write_text("x = 1\n")
+    (tmp_path / "requirements.txt").write_text("torch==2.13.0\n")
+    (tmp_path / "constraints.txt").write_text("")
+    monkeypatch.setattr(tool, "ROOT", tmp_path)
+    monkeypatch.setattr(tool, "CHAPTERS", tmp_path / "chapters")
+    monkeypatch.setattr(tool, "REFERENCE", tmp_path / "tests/reference")
+    monkeypatch.setattr(tool, "NBVAL_DIR", tmp_path / "_build/nbval")
+    monkeypatch.setattr(tool, "CACHE_STAMP", tmp_path / "_build/.deepgrad-hash")
+    monkeypatch.setattr(tool, "EXECUTION_STATE", [tmp_path / "_build/.jupyter_cache"])
+    return tmp_path
+
+
+def _chapter(tree, code):
+    (tree / "chapters/ch.md").write_text(HEADER.replace("CODE", code))
+
+
+def _reference(tree, code, printed):
+    nb = nbformat.v4.new_notebook(metadata={"kernelspec": {"name": "python3", "display_name": "Python 3",
+                                                           "language": "python"}})
+    nb.cells = [nbformat.v4.new_markdown_cell("# A chapter"),
+                nbformat.v4.new_code_cell(f"print({code})", outputs=[
+                    nbformat.v4.new_output("stream", name="stdout", text=f"{printed}\n")])]
+    nbformat.write(nb, tree / "tests/reference/ch.ipynb")
+
+
+def test_only_notebook_chapters_are_listed(tree):
+    _chapter(tree, "1")
+    (tree / "chapters/plain.md").write_text("# Not a notebook\n")
+    assert list(tool.notebook_chapters()) == ["ch"]
+
+
+def test_prepare_refuses_a_chapter_without_reference_and_names_the_fix(tree):
+    _chapter(tree, "1")
+    with pytest.raises(SystemExit, match=r"chapters/ch.md has no recorded outputs[\s\S]*`make reference`"):
+        tool.prepare()
+
+
+def test_prepare_refuses_a_reference_without_chapter(tree):
+    _chapter(tree, "1")
+    _reference(tree, "1", "1")
+    (tree / "tests/reference/gone.ipynb").write_text((tree / "tests/reference/ch.ipynb").read_text())
+    with pytest.raises(SystemExit, match="tests/reference/gone.ipynb has no chapter"):
+        tool.prepare()
+
+
+def test_prepare_carries_the_current_code_and_keeps_the_recorded_output(tree):
+    _reference(tree, "1", "1")
+    _chapter(tree, "2")  # the code changed since the reference was recorded
+    tool.prepare()
+    prepared = nbformat.read(tree / "_build/nbval/ch.ipynb", as_version=4)
+    (code,) = [c for c in prepared.cells if c.cell_type == "code"]
+    assert code.source == "print(2)"                 # nbval will run the new code ...
+    assert code.outputs[0]["text"] == "1\n"           # ... against the old output, and fail
+
+
+def test_strip_drops_images_and_timings_but_keeps_text():
+    nb = nbformat.v4.new_notebook()
+    cell = nbformat.v4.new_code_cell("f()", outputs=[nbformat.v4.new_output(
+        "display_data", data={"image/png": "iVBOR", "text/plain": "<Figure size 750x340 with 2 Axes>"})])
+    cell.metadata["execution"] = {"iopub.execute_input": "2026-01-01T00:00:00"}
+    nb.cells = [cell]
+    stripped = nbformat.reads(nbformat.writes(tool._strip(nb)), as_version=4).cells[0]
+    assert stripped["outputs"][0]["data"] == {"text/plain": "<Figure size 750x340 with 2 Axes>"}
+    assert "execution" not in stripped["metadata"]
+
+
+def test_cache_guard_clears_the_execution_cache_only_when_the_library_changes(tree):
+    cache = tree / "_build/.jupyter_cache"
+    tool.cache_guard()                      # first build: records the fingerprint
+    cache.mkdir()
+    tool.cache_guard()                      # nothing changed: the cache stays
+    assert cache.exists()
+    (tree / "lib/deepgrad/__init__.py").write_text("x = 2\n")
+    tool.cache_guard()                      # deepgrad changed: every chapter must re-run
+    assert not cache.exists()
+    cache.mkdir()
+    (tree / "requirements.txt").write_text("torch==2.14.0\n")
+    tool.cache_guard()                      # so must a change of pins
+    assert not cache.exists()
+
+
+def test_every_notebook_chapter_of_the_book_is_in_the_toc_and_has_a_reference():
+    toc = (ROOT / "_toc.yml").read_text()
+    for stem in tool.notebook_chapters():
+        assert f"chapters/{stem}" in toc, f"chapters/{stem}.md is not in _toc.yml"
+        assert (ROOT / "tests/reference" / f"{stem}.ipynb").exists(), f"run `make reference CHAPTERS={stem}`"
