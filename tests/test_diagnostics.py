@@ -92,3 +92,23 @@ class TestBadArguments:
     def test_select_must_be_type_or_predicate(self):
         with pytest.raises(TypeError, match="select must be a module type"):
             diagnostics.Recorder(nn.Linear(2, 2), select="Linear")
+
+
+class _RegisteredBackwards(nn.Module):
+    """Registers its layers output-side first, runs them input-side first."""
+
+    def __init__(self):
+        super().__init__()
+        self.last = nn.Linear(6, 3)
+        self.unused = nn.Linear(3, 3)
+        self.first = nn.Linear(5, 6)
+
+    def forward(self, x):
+        return self.last(torch.tanh(self.first(x)))
+
+
+def test_probe_orders_layers_by_the_forward_pass_not_by_registration():
+    model = _RegisteredBackwards()
+    stats = diagnostics.probe(model, torch.randn(8, 5), torch.randint(0, 3, (8,)))
+    assert [s.name for s in stats] == ["first", "last", "unused"]
+    assert math.isnan(stats[-1].weight_grad_norm) and math.isnan(stats[-1].output_mean)

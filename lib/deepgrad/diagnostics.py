@@ -31,7 +31,7 @@ class ModuleRecord:
     output_mean: float = math.nan
     output_std: float = math.nan
     output_grad_norm: float = math.nan  # ‖∂L/∂output‖ over the whole batch
-    calls: int = 0
+    calls: int = 0  # forward calls seen; with weight sharing, the statistics are the last call's
 
 
 @dataclass(frozen=True)
@@ -46,7 +46,7 @@ class LayerStats:
     output_std: float          # std of z over batch and units
 
 
-def _finite_float(t: Tensor) -> float:
+def _as_float(t: Tensor) -> float:
     return float(t.detach().double())
 
 
@@ -74,6 +74,7 @@ class Recorder:
         self.model = model
         self.modules = [(name, m) for name, m in model.named_modules() if name and select(name, m)]
         self.records: dict[str, ModuleRecord] = {name: ModuleRecord(name) for name, _ in self.modules}
+        self.call_order: list[str] = []  # names in the order the forward pass first reached them
         self._handles: list = []
 
     def _forward_hook(self, name: str):
@@ -81,17 +82,19 @@ class Recorder:
             if not isinstance(output, Tensor):
                 return
             rec = self.records[name]
+            if rec.calls == 0:
+                self.call_order.append(name)
             rec.calls += 1
             out = output.detach()
-            rec.output_mean = _finite_float(out.mean())
-            rec.output_std = _finite_float(out.std()) if out.numel() > 1 else 0.0
+            rec.output_mean = _as_float(out.mean())
+            rec.output_std = _as_float(out.std()) if out.numel() > 1 else 0.0
             if output.requires_grad:
                 output.register_hook(self._grad_hook(name))
         return hook
 
     def _grad_hook(self, name: str):
         def hook(grad):
-            self.records[name].output_grad_norm = _finite_float(torch.linalg.vector_norm(grad))
+            self.records[name].output_grad_norm = _as_float(torch.linalg.vector_norm(grad))
         return hook
 
     def __enter__(self) -> Recorder:
@@ -107,7 +110,7 @@ class Recorder:
 def weight_gradient_norms(model: nn.Module) -> dict[str, float]:
     """‖∂L/∂W‖_F of every ``nn.Linear`` after a backward pass (``nan`` where there is no gradient)."""
     return {
-        name: math.nan if m.weight.grad is None else _finite_float(torch.linalg.vector_norm(m.weight.grad))
+        name: math.nan if m.weight.grad is None else _as_float(torch.linalg.vector_norm(m.weight.grad))
         for name, m in model.named_modules()
         if isinstance(m, nn.Linear)
     }
@@ -115,8 +118,10 @@ def weight_gradient_norms(model: nn.Module) -> dict[str, float]:
 
 def probe(model: nn.Module, x: Tensor, y: Tensor,
           loss_fn: Callable[[Tensor, Tensor], Tensor] = F.cross_entropy) -> list[LayerStats]:
-    """One forward and backward pass on ``(x, y)``; one :class:`LayerStats` per ``nn.Linear``, input side first.
+    """One forward and backward pass on ``(x, y)``; one :class:`LayerStats` per ``nn.Linear``.
 
+    Layers come in the order the forward pass reached them (input side first), whatever the order
+    in which the model registered them; layers the pass never reached come last, with ``nan``.
     The model's gradients are zeroed first and left holding this batch's gradients afterwards;
     parameters are not changed (normalisation layers in training mode do update running statistics).
     """
@@ -125,14 +130,15 @@ def probe(model: nn.Module, x: Tensor, y: Tensor,
         loss_fn(model(x), y).backward()
     grads = weight_gradient_norms(model)
     linear = dict(rec.modules)
+    order = rec.call_order + [name for name in rec.records if name not in rec.call_order]
     return [
         LayerStats(
             name=name,
-            weight_norm=_finite_float(torch.linalg.vector_norm(linear[name].weight)),
+            weight_norm=_as_float(torch.linalg.vector_norm(linear[name].weight)),
             weight_grad_norm=grads[name],
             output_grad_norm=r.output_grad_norm,
             output_mean=r.output_mean,
             output_std=r.output_std,
         )
-        for name, r in rec.records.items()
+        for name, r in ((name, rec.records[name]) for name in order)
     ]
