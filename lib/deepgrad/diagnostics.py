@@ -133,12 +133,12 @@ def probe(model: nn.Module, x: Tensor, y: Tensor,
     order = rec.call_order + [name for name in rec.records if name not in rec.call_order]
     return [
         LayerStats(
-            name=name,
-            weight_norm=_as_float(torch.linalg.vector_norm(linear[name].weight)),
-            weight_grad_norm=grads[name],
+            name=r.name,
+            weight_norm=_as_float(torch.linalg.vector_norm(linear[r.name].weight)),
+            weight_grad_norm=grads[r.name],
             output_grad_norm=r.output_grad_norm,
             output_mean=r.output_mean,
             output_std=r.output_std,
         )
-        for name, r in ((name, rec.records[name]) for name in order)
+        for r in (rec.records[name] for name in order)
     ]

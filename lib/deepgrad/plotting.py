@@ -7,7 +7,8 @@
   non-finite values as diverged instead of failing.
 - :func:`draw_graph` draws a small computational graph (nodes in boxes, forward and backward arrows).
 - :func:`scientific` writes a number as text, 8.9 × 10⁻⁸ rather than 8.9e-08.
-- :func:`glue_text` and :func:`glue_figure` hand a figure to MyST-NB's ``glue`` for a numbered, captioned book figure.
+- :func:`glue_text` and :func:`glue_figure` hand text (for the ``{glue}`` role) and figures (for
+  a numbered, captioned ``{glue:figure}``) to MyST-NB's ``glue``.
 """
 
 from __future__ import annotations
