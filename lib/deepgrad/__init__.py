@@ -8,10 +8,11 @@ Chapters import it as ``import deepgrad as dg``. Each module is one concept:
 - :mod:`deepgrad.models`      an MLP builder with depth, width, activation, init, norm and residual knobs
 - :mod:`deepgrad.autodiff`    backpropagation written out by hand, layer by layer
 - :mod:`deepgrad.diagnostics` per-layer gradient and activation statistics from hooks on any module
+- :mod:`deepgrad.train`       a small training loop with periodic evaluation and divergence detection
 - :mod:`deepgrad.plotting`    the book's figure style and shared plotting helpers
 """
 
-from deepgrad import activations, autodiff, data, diagnostics, models, plotting, repro
+from deepgrad import activations, autodiff, data, diagnostics, models, plotting, repro, train
 from deepgrad.repro import default_device, seed_everything, significant
 
 __all__ = [
@@ -22,6 +23,7 @@ __all__ = [
     "models",
     "plotting",
     "repro",
+    "train",
     "default_device",
     "seed_everything",
     "significant",
