@@ -112,3 +112,222 @@ def test_probe_orders_layers_by_the_forward_pass_not_by_registration():
     stats = diagnostics.probe(model, torch.randn(8, 5), torch.randint(0, 3, (8,)))
     assert [s.name for s in stats] == ["first", "last", "unused"]
     assert math.isnan(stats[-1].weight_grad_norm) and math.isnan(stats[-1].output_mean)
+
+
+# --------------------------------------------------------------------------------------------
+# GradientReport
+# --------------------------------------------------------------------------------------------
+
+def _digits_batch(n=128):
+    digits = dg.data.load_digits()
+    return digits.train.x[:n], digits.train.y[:n]
+
+
+def _watch(model, steps=1, lr=0.1, x=None, y=None, **kwargs):
+    if x is None:
+        x, y = _digits_batch()
+    opt = torch.optim.SGD(model.parameters(), lr=lr)
+    with diagnostics.GradientReport(model, **kwargs) as report:
+        for _ in range(steps):
+            opt.zero_grad()
+            F.cross_entropy(model(x), y).backward()
+            opt.step()
+    return report
+
+
+def test_report_measures_what_autograd_computes():
+    torch.manual_seed(0)
+    model = dg.models.MLP(64, 10, width=16, depth=3, activation="tanh").double()
+    x, y = _digits_batch()
+    x = x.double()
+    reference = diagnostics.probe(model, x, y)  # before the update
+    w_before = [m.weight.detach().clone() for m in model.linear_layers()]
+    grads = [m.weight.grad.clone() for m in model.linear_layers()]
+    report = _watch(model, steps=1, lr=0.1, x=x, y=y)
+    rows = report.layers
+    assert report.steps == 1
+    assert [r.name for r in rows] == [s.name for s in reference]
+    numel = [len(x) * m.out_features for m in model.linear_layers()]
+    assert [r.output_grad_rms for r in rows] == pytest.approx(
+        [s.output_grad_norm / math.sqrt(n) for s, n in zip(reference, numel, strict=True)], rel=1e-9)
+    assert [r.weight_grad_norm for r in rows] == pytest.approx([s.weight_grad_norm for s in reference], rel=1e-9)
+    # one SGD step: ||ΔW|| / ||W|| = lr ||∂L/∂W|| / ||W||, counted when the `with` block closes
+    assert [r.update_ratio for r in rows] == pytest.approx(
+        [0.1 * g.norm().item() / w.norm().item() for g, w in zip(grads, w_before, strict=True)], rel=1e-6)
+    assert [r.output_mean for r in rows] == pytest.approx([s.output_mean for s in reference])
+    assert [r.relative_grad for r in rows][-2] == 1.0  # the reference is the last hidden layer
+    assert all(not m._forward_hooks and not m._forward_pre_hooks for m in model.modules())
+
+
+def test_update_ratio_over_several_steps_uses_consecutive_weights():
+    torch.manual_seed(0)
+    model = dg.models.MLP(64, 10, width=8, depth=1)
+    x, y = _digits_batch()
+    opt = torch.optim.SGD(model.parameters(), lr=0.5)
+    ratios = []
+    with diagnostics.GradientReport(model) as report:
+        for _ in range(3):
+            w = model.output.weight.detach().clone()
+            opt.zero_grad()
+            F.cross_entropy(model(x), y).backward()
+            opt.step()
+            ratios.append((model.output.weight.detach() - w).norm().item() / w.norm().item())
+    assert report.steps == 3
+    assert report.layers[-1].update_ratio == pytest.approx(sorted(ratios)[1], rel=1e-5)  # the median
+
+
+def test_deep_sigmoid_network_is_vanishing_and_he_relu_is_healthy():
+    torch.manual_seed(0)
+    sick = _watch(dg.models.MLP(64, 10, width=32, depth=10, activation="sigmoid"), steps=2)
+    assert sick.verdict.kind == "vanishing" and sick.verdict.layer >= 5
+    assert "vanishing at layer" in str(sick.verdict)
+    torch.manual_seed(0)
+    he = dg.models.MLP(64, 10, width=64, depth=10, activation="relu",
+                       init=lambda layer: nn.init.kaiming_normal_(layer.weight))
+    healthy = _watch(he, steps=2)
+    assert healthy.verdict.kind == "healthy", str(healthy)
+    assert "verdict: healthy" in str(healthy)
+
+
+def test_level_weight_gradients_do_not_fool_the_report():
+    """Item 27: weight gradients within about an order of magnitude, back-propagated ones shrinking."""
+    torch.manual_seed(0)
+    report = _watch(dg.models.MLP(64, 10, width=64, depth=12, activation="tanh"), steps=1, lr=0.0)
+    rows = report.layers
+    assert rows[0].weight_grad_norm / rows[-2].weight_grad_norm > 0.05
+    assert rows[0].relative_grad < 0.01
+    assert report.verdict.kind == "vanishing"
+
+
+def test_exploding_linear_network():
+    torch.manual_seed(0)
+    model = dg.models.MLP(64, 10, width=64, depth=10, activation="identity",
+                          init=lambda layer: nn.init.normal_(layer.weight, std=3 / math.sqrt(layer.in_features)))
+    report = _watch(model, steps=1, lr=0.0)
+    assert report.verdict.kind == "exploding"
+    assert report.layers[0].relative_grad > 1e2
+
+
+def test_non_finite_values_are_reported_not_raised():
+    torch.manual_seed(0)
+    model = dg.models.MLP(64, 10, width=8, depth=3)
+    with torch.no_grad():
+        model.hidden[1].linear.weight[0, 0] = math.nan
+    report = _watch(model, steps=2)
+    assert report.verdict.kind == "exploding"
+    assert "non-finite" in report.verdict.evidence
+    assert not all(r.finite for r in report.layers)
+    assert "nan" in str(report)
+
+
+def test_saturation_fraction_matches_a_direct_count():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(64, 32), nn.Sigmoid(), nn.Linear(32, 10))
+    with torch.no_grad():
+        model[0].weight.mul_(20)
+    x, y = _digits_batch()
+    a = torch.sigmoid(model[0](x)).detach()
+    expected = (a * (1 - a) < 0.1 * 0.25).double().mean().item()
+    report = _watch(model, steps=1, lr=0.0, x=x, y=y)
+    first = report.layers[0]
+    assert first.activation == "Sigmoid" and first.saturated == pytest.approx(expected)
+    assert expected > 0.5
+    assert math.isnan(first.dead) and math.isnan(report.layers[1].saturated)
+
+
+def test_dead_units_are_those_never_active():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(64, 20), nn.ReLU(), nn.Linear(20, 10))
+    with torch.no_grad():
+        model[0].bias[:5] = -1e3   # these five units can never fire
+        model[0].bias[5:] = 1e3    # these always do
+    report = _watch(model, steps=2, lr=0.0)
+    assert report.layers[0].activation == "ReLU"
+    assert report.layers[0].dead == pytest.approx(5 / 20)
+
+
+def test_report_works_on_models_that_are_not_mlps():
+    class Net(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv = nn.Conv1d(1, 4, 3, padding=1)
+            self.rnn = nn.LSTM(4, 6, batch_first=True)
+            self.head = nn.Linear(6, 3)
+
+        def forward(self, x):  # functional activations: invisible to the report, not an error
+            h = torch.relu(self.conv(x[:, None, :]))
+            out, _ = self.rnn(h.transpose(1, 2))
+            return self.head(out[:, -1])
+
+    torch.manual_seed(0)
+    x, y = torch.randn(16, 10), torch.randint(0, 3, (16,))
+    report = _watch(Net(), steps=2, x=x, y=y)
+    assert [r.name for r in report.layers] == ["conv", "rnn", "head"]
+    assert all(r.activation is None for r in report.layers)
+    rnn = report.layers[1]
+    grads = [p for name, p in Net().named_parameters() if name.startswith("rnn.weight")]
+    assert len(grads) == 2 and math.isfinite(rnn.weight_grad_norm) and rnn.weight_grad_norm > 0
+    assert report.verdict.kind in diagnostics.VERDICTS
+
+
+def test_lstm_weight_gradient_combines_its_matrices():
+    torch.manual_seed(0)
+    rnn = nn.LSTM(3, 4, batch_first=True)  # the model itself is the only layer
+    with diagnostics.GradientReport(rnn) as report:
+        out, _ = rnn(torch.randn(5, 7, 3))
+        out.sum().backward()
+    expected = math.sqrt(rnn.weight_ih_l0.grad.norm() ** 2 + rnn.weight_hh_l0.grad.norm() ** 2)
+    assert report.steps == 1 and [r.name for r in report.layers] == ["LSTM"]
+    assert report.layers[0].weight_grad_norm == pytest.approx(expected, rel=1e-6)
+
+
+def test_no_data_cases():
+    class Scale(nn.Module):  # parameters, but no weight matrix
+        def __init__(self):
+            super().__init__()
+            self.a = nn.Parameter(torch.ones(4))
+
+        def forward(self, x):
+            return x * self.a
+
+    model = nn.Sequential(Scale(), Scale())
+    with diagnostics.GradientReport(model) as report:
+        model(torch.randn(3, 4)).sum().backward()
+    assert report.verdict.kind == "no data" and "select=" in report.verdict.evidence
+    assert report.layers == []
+
+    linear = nn.Sequential(nn.Linear(4, 2))
+    with diagnostics.GradientReport(linear) as report:
+        with torch.no_grad():  # evaluation passes are ignored
+            linear(torch.randn(3, 4))
+    assert report.steps == 0 and report.verdict.kind == "no data"
+
+
+def test_select_chooses_layers():
+    torch.manual_seed(0)
+    model = dg.models.MLP(64, 10, width=8, depth=3)
+    report = _watch(model, select=lambda name, m: name == "output")
+    assert [r.name for r in report.layers] == ["output"]
+    assert report.layers[0].relative_grad == 1.0
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    (dict(vanishing_below=0), "vanishing_below"),
+    (dict(vanishing_below=1.5), "vanishing_below"),
+    (dict(exploding_above=0.5), "exploding_above"),
+    (dict(saturation=1), "saturation"),
+])
+def test_report_arguments_are_named(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        diagnostics.GradientReport(nn.Linear(2, 2), **kwargs)
+
+
+def test_report_rejects_non_modules():
+    with pytest.raises(TypeError, match="model"):
+        diagnostics.GradientReport(lambda x: x)
+    with pytest.raises(TypeError, match="select"):
+        diagnostics.GradientReport(nn.Linear(2, 2), select=3)
+
+
+def test_ranges():
+    assert diagnostics._ranges([1, 2, 3, 7, 9, 10]) == "1–3, 7, 9–10"
