@@ -174,6 +174,10 @@ def test_update_ratio_over_several_steps_uses_consecutive_weights():
             ratios.append((model.output.weight.detach() - w).norm().item() / w.norm().item())
     assert report.steps == 3
     assert report.layers[-1].update_ratio == pytest.approx(sorted(ratios)[1], rel=1e-5)  # the median
+    assert report.trace("update_ratio")[-1] == pytest.approx(ratios, rel=1e-5)
+    assert [len(t) for t in report.trace("weight_grad_norm")] == [3, 3]
+    with pytest.raises(ValueError, match="statistic must be one of"):
+        report.trace("gradient")
 
 
 def test_deep_sigmoid_network_is_vanishing_and_he_relu_is_healthy():

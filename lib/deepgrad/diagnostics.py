@@ -26,6 +26,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from deepgrad._checks import one_of
+
 
 @dataclass
 class ModuleRecord:
@@ -403,6 +405,18 @@ class GradientReport:
     def steps(self) -> int:
         """Number of backward passes observed."""
         return max((len(log.output_grad_rms) for log in self._logs.values()), default=0)
+
+    #: Statistics :meth:`trace` can return, step by step.
+    TRACEABLE = ("weight_grad_norm", "output_grad_rms", "update_ratio", "output_mean", "output_std", "saturated")
+
+    def trace(self, statistic: str) -> list[list[float]]:
+        """Every recorded value of ``statistic`` (one of :attr:`TRACEABLE`): one list per layer, one
+        entry per step, layers in forward order. The table and the verdict use these lists' medians."""
+        one_of("statistic", statistic, self.TRACEABLE)
+        logs = [self._logs[name] for name in self._order]
+        if statistic == "weight_grad_norm":
+            return [log.weight_grad_norms() for log in logs]
+        return [list(getattr(log, statistic)) for log in logs]
 
     def _reference(self) -> int:
         return len(self._order) - 2 if len(self._order) >= 3 else len(self._order) - 1
