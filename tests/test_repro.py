@@ -32,6 +32,8 @@ def test_threads_and_determinism_are_set():
     assert torch.are_deterministic_algorithms_enabled()
     dg.seed_everything(0, threads=2)
     assert torch.get_num_threads() == 2
+    dg.seed_everything(0)  # the default: one thread
+    assert torch.get_num_threads() == 1
 
 
 def test_training_twice_gives_identical_weights():
