@@ -89,6 +89,19 @@ def test_prepare_carries_the_current_code_and_keeps_the_recorded_output(tree):
     assert code.outputs[0]["text"] == "1\n"           # ... against the old output, and fail
 
 
+def test_prepare_named_chapters_only(tree):
+    _reference(tree, "1", "1")
+    _chapter(tree, "1")
+    (tree / "chapters/other.md").write_text((tree / "chapters/ch.md").read_text())  # no reference yet
+    with pytest.raises(SystemExit, match="other.md has no recorded outputs"):
+        tool.prepare()
+    tool.prepare(["ch"])  # the chapter being written can be checked alone
+    assert (tree / "_build/nbval/ch.ipynb").exists()
+    assert not (tree / "_build/nbval/other.ipynb").exists()
+    with pytest.raises(SystemExit, match="no chapter named nope"):
+        tool.prepare(["nope"])
+
+
 def test_strip_drops_images_and_timings_but_keeps_text():
     nb = nbformat.v4.new_notebook()
     cell = nbformat.v4.new_code_cell("f()", outputs=[nbformat.v4.new_output(

@@ -1,7 +1,7 @@
 """Maintenance commands for the book's chapters, called by the Makefile.
 
     python tools/chapters.py reference [STEM ...]   execute chapters, record their outputs in tests/reference/
-    python tools/chapters.py prepare                 build _build/nbval/: each reference with the current code
+    python tools/chapters.py prepare [STEM ...]     build _build/nbval/: each reference with the current code
     python tools/chapters.py cache-guard             clear the execution cache if deepgrad or the pins changed
 
 The nbval contract (design/architecture.md): tests/reference/<stem>.ipynb holds the text outputs a
@@ -73,17 +73,23 @@ def record(stems: list[str]) -> None:
         print(f"removed tests/reference/{name} (no such chapter)")
 
 
-def prepare() -> None:
+def prepare(stems: list[str] | None = None) -> None:
     chapters = notebook_chapters()
+    if stems:  # only these chapters (e.g. while writing one); the full check runs without arguments
+        unknown = [s for s in stems if s not in chapters]
+        if unknown:
+            sys.exit(f"no chapter named {', '.join(unknown)}; chapters: {', '.join(chapters)}")
+        chapters = {stem: chapters[stem] for stem in stems}
     missing = [stem for stem in chapters if not (REFERENCE / f"{stem}.ipynb").exists()]
-    stale = sorted(p.stem for p in REFERENCE.glob("*.ipynb") if p.stem not in chapters)
+    stale = [] if stems else sorted(p.stem for p in REFERENCE.glob("*.ipynb") if p.stem not in chapters)
     problems = [f"chapters/{s}.md has no recorded outputs (tests/reference/{s}.ipynb)" for s in missing]
     problems += [f"tests/reference/{s}.ipynb has no chapter" for s in stale]
     if problems:
         hint = f"Run `{REFRESH}` to record the reference outputs, then commit tests/reference/."
         sys.exit("\n".join(problems + [hint]))
-    shutil.rmtree(NBVAL_DIR, ignore_errors=True)
-    NBVAL_DIR.mkdir(parents=True)
+    if not stems:
+        shutil.rmtree(NBVAL_DIR, ignore_errors=True)
+    NBVAL_DIR.mkdir(parents=True, exist_ok=True)
     for stem, path in chapters.items():
         recorded = nbformat.read(REFERENCE / f"{stem}.ipynb", as_version=4)
         current = jupytext.read(path)
@@ -119,7 +125,7 @@ if __name__ == "__main__":
     if command == "reference":
         record(args)
     elif command == "prepare":
-        prepare()
+        prepare(args)
     elif command == "cache-guard":
         cache_guard()
     else:
