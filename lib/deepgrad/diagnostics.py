@@ -19,6 +19,7 @@ gradients, update-to-weight ratios, activation statistics, saturated and dead un
 from __future__ import annotations
 
 import math
+import textwrap
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -204,9 +205,13 @@ class Verdict:
     layer: int | None
     evidence: str
 
+    @property
+    def headline(self) -> str:
+        """``"healthy"``, ``"exploding"``, ``"no data"`` or ``"vanishing at layer k and below"``."""
+        return f"vanishing at layer {self.layer} and below" if self.kind == "vanishing" else self.kind
+
     def __str__(self) -> str:
-        head = f"vanishing at layer {self.layer} and below" if self.kind == "vanishing" else self.kind
-        return f"{head}: {self.evidence}"
+        return textwrap.fill(f"{self.headline}: {self.evidence}", width=78, subsequent_indent="  ")
 
 
 def _summary(values: list[float]) -> float:
@@ -480,20 +485,21 @@ class GradientReport:
             f"{weights}"))
 
     def table(self) -> str:
-        """The per-layer evidence as a fixed-width text table."""
-        head = (f"{'layer':>5} {'name':<18} {'act':<8} {'|dL/dW|':>8} {'dL/dout':>8} {'rel':>8} "
-                f"{'upd/w':>8} {'out std':>8} {'sat':>5} {'dead':>5}")
-        lines = [head]
+        """The per-layer evidence as a fixed-width text table (under 80 columns for an MLP)."""
+        pct = lambda v: "  -" if math.isnan(v) else f"{100 * v:3.0f}%"  # noqa: E731
+        lines = [f"{'layer':>5} {'act':<7} {'|dL/dW|':>7} {'dL/dout':>7} {'rel':>7} {'upd/w':>7} "
+                 f"{'out std':>7} {'sat':>4} {'dead':>4}  name"]
         for r in self.layers:
-            pct = lambda v: "  -" if math.isnan(v) else f"{100 * v:3.0f}%"  # noqa: E731
-            lines.append(
-                f"{r.index:>5} {r.name[-18:]:<18} {(r.activation or '-')[:8]:<8} {r.weight_grad_norm:8.1e} "
-                f"{r.output_grad_rms:8.1e} {r.relative_grad:8.1e} {r.update_ratio:8.1e} {r.output_std:8.1e} "
-                f"{pct(r.saturated):>5} {pct(r.dead):>5}")
+            numbers = (r.weight_grad_norm, r.output_grad_rms, r.relative_grad, r.update_ratio, r.output_std)
+            lines.append(f"{r.index:>5} {(r.activation or '-')[:7]:<7} "
+                         + " ".join(f"{v:7.1e}" for v in numbers)
+                         + f" {pct(r.saturated):>4} {pct(r.dead):>4}  {r.name}")
         return "\n".join(lines)
 
     def __str__(self) -> str:
-        return f"{self.table()}\nsteps watched: {self.steps}\nverdict: {self.verdict}"
+        verdict = self.verdict
+        return f"{self.table()}\nsteps watched: {self.steps}\n" + textwrap.fill(
+            f"verdict: {verdict.headline}: {verdict.evidence}", width=78, subsequent_indent="  ")
 
 
 def _ranges(indices: list[int]) -> str:
