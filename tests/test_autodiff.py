@@ -198,3 +198,8 @@ def test_sgd_update_rejects_a_negative_learning_rate():
     _, grads = autodiff.backprop(net, torch.randn(2, 5, dtype=torch.float64), torch.tensor([0, 1]))
     with pytest.raises(ValueError, match="lr must be a finite number >= 0, got -0.1"):
         autodiff.sgd_update(net, grads, lr=-0.1)
+
+
+def test_from_mlp_refuses_learnable_activations():
+    with pytest.raises(ValueError, match="'prelu' has learned parameters"):
+        autodiff.Network.from_mlp(dg.models.MLP(4, 2, width=3, depth=2, activation="prelu"))

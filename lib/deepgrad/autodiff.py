@@ -74,11 +74,15 @@ class Network:
         """Copy (detached) the parameters of a :class:`deepgrad.models.MLP` without normalisation."""
         if getattr(model, "norm", None) is not None:
             raise ValueError(f"from_mlp supports MLPs with norm=None, got norm={model.norm!r}")
+        activation = activations.get(model.activation_name)
+        if activation.learnable:
+            raise ValueError(f"from_mlp supports fixed activations only; {activation.name!r} has learned "
+                             "parameters that the hand-written backward pass does not model")
         layers = model.linear_layers()
         return cls(
             weights=[layer.weight.detach() for layer in layers],
             biases=[None if layer.bias is None else layer.bias.detach() for layer in layers],
-            activation=activations.get(model.activation_name),
+            activation=activation,
             residual=[bool(h.residual) for h in model.hidden],
         )
 
