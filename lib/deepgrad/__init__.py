@@ -3,16 +3,17 @@
 Chapters import it as ``import deepgrad as dg``. Each module is one concept:
 
 - :mod:`deepgrad.repro`       seeding, determinism, device choice
-- :mod:`deepgrad.activations` activation functions with their derivatives, by name
+- :mod:`deepgrad.activations` activation functions by name, with derivatives and ranges (PReLU's slope is learned)
+- :mod:`deepgrad.propagation` the mean-field variance recursion through random deep networks, and its measurement
 - :mod:`deepgrad.data`        the bundled digits data set and small synthetic tasks
 - :mod:`deepgrad.models`      an MLP builder with depth, width, activation, init, norm and residual knobs
 - :mod:`deepgrad.autodiff`    backpropagation written out by hand, layer by layer
-- :mod:`deepgrad.diagnostics` per-layer gradient and activation statistics from hooks on any module
+- :mod:`deepgrad.diagnostics` per-layer gradient statistics from hooks on any module; a gradient-health report
 - :mod:`deepgrad.train`       a small training loop with periodic evaluation and divergence detection
 - :mod:`deepgrad.plotting`    the book's figure style and shared plotting helpers
 """
 
-from deepgrad import activations, autodiff, data, diagnostics, models, plotting, repro, train
+from deepgrad import activations, autodiff, data, diagnostics, models, plotting, propagation, repro, train
 from deepgrad.repro import default_device, seed_everything, significant
 
 __all__ = [
@@ -22,6 +23,7 @@ __all__ = [
     "diagnostics",
     "models",
     "plotting",
+    "propagation",
     "repro",
     "train",
     "default_device",
