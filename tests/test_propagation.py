@@ -284,8 +284,54 @@ def test_a_wrong_recursion_is_rejected():
     (lambda: propagation.random_mlp_stats("tanh", 3, 8, 1.0, dtype=torch.float16), "dtype must be one of"),
     (lambda: propagation.random_mlp_stats("tanh", 3, 8, 1.0, inputs=torch.ones(4)), "inputs must be None or a 2-D"),
     (lambda: propagation.first_layer_gradients("tanh", [], 8, 1.0), "depths must be a non-empty sequence"),
+    (lambda: propagation.random_mlp_stats("tanh", 3, 8, 1.0, weights="xavier"), "weights must be one of"),
     (lambda: propagation.first_layer_gradients("tanh", [3, 0], 8, 1.0), "each entry of depths must be an int >= 1"),
 ])
 def test_argument_errors_name_the_argument(call, message):
     with pytest.raises((ValueError, TypeError), match=message):
         call()
+
+
+def test_orthogonal_weights_preserve_norms_exactly():
+    stats = propagation.random_mlp_stats("identity", 6, 16, 1.0, batch=5, weights="orthogonal",
+                                         generator=torch.Generator().manual_seed(0))
+    torch.testing.assert_close(stats.second_moment, stats.second_moment[:1].expand(6), rtol=1e-12, atol=0)
+    torch.testing.assert_close(stats.delta_sq, stats.delta_sq[:1].expand(6), rtol=1e-12, atol=0)
+
+
+@pytest.mark.parametrize("fan_in, width", [(7, 16), (16, 16), (40, 16)])
+def test_orthogonal_layers_have_the_gaussian_second_moment(fan_in, width):
+    weights, _ = propagation._random_layers(fan_in, width, 2, 1.5, 0.0, torch.Generator().manual_seed(0),
+                                            torch.float64, "orthogonal")
+    for w, n in zip(weights, [fan_in, width], strict=True):
+        assert w.shape == (width, n)
+        assert w.pow(2).mean().item() == pytest.approx(1.5**2 / n, rel=1e-12)  # E[W_ij^2] = std^2 / fan_in
+        gram = w @ w.T if width <= n else w.T @ w
+        scale = gram.diagonal().mean()
+        torch.testing.assert_close(gram, scale * torch.eye(len(gram), dtype=torch.float64), rtol=0, atol=1e-12)
+
+
+def test_the_slopes_alone_bound_each_layers_factor_when_the_weights_are_orthogonal():
+    for name in ["sigmoid", "tanh", "relu"]:
+        stats = propagation.random_mlp_stats(name, 10, 32, 1.0, weights="orthogonal", batch=16,
+                                             generator=torch.Generator().manual_seed(0))
+        factors = stats.delta_sq[:-1] / stats.delta_sq[1:]
+        assert (factors <= activations.get(name).max_slope ** 2 * (1 + 1e-12)).all()
+
+
+def test_nested_first_layer_gradients_agree_with_autograd_on_each_truncated_network():
+    x = torch.randn(6, 5, dtype=torch.float64)
+    depths, width, std = [3, 1, 4], 7, 1.3
+    mine = propagation.first_layer_gradients("tanh", depths, width, std, bias_std=0.1, inputs=x,
+                                             generator=torch.Generator().manual_seed(4))
+    g = torch.Generator().manual_seed(4)
+    weights, biases = propagation._random_layers(5, width, max(depths), std, 0.1, g, torch.float64)
+    readouts = torch.randn(len(depths), 6, width, generator=g, dtype=torch.float64) * std / math.sqrt(width)
+    for d, u, value in zip(depths, readouts, mine, strict=True):
+        z1 = x @ weights[0].T + biases[0]
+        z1.requires_grad_(True)
+        h = torch.tanh(z1)
+        for w, b in zip(weights[1:d], biases[1:d], strict=True):
+            h = torch.tanh(h @ w.T + b)
+        (delta1,) = torch.autograd.grad((h * u).sum(), z1)
+        assert value.item() == pytest.approx(delta1.pow(2).sum(1).mean().sqrt().item(), rel=1e-12)

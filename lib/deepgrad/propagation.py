@@ -370,19 +370,44 @@ def _inputs(inputs: Tensor | None, batch: int, width: int, generator: torch.Gene
     return inputs.detach().to("cpu", dtype)
 
 
+#: Weight distributions of the measuring functions.
+WEIGHTS = ("gaussian", "orthogonal")
+
+
+def _orthogonal(rows: int, cols: int, generator: torch.Generator | None, dtype: torch.dtype) -> Tensor:
+    """A random matrix with orthonormal rows or columns, uniform (Haar) over such matrices.
+
+    QR of a Gaussian matrix, with the signs of R's diagonal moved into Q (Saxe et al., 2014, use
+    such matrices; ``torch.nn.init.orthogonal_`` draws them the same way).
+    """
+    g = torch.randn(max(rows, cols), min(rows, cols), generator=generator, dtype=torch.float64)
+    q, r = torch.linalg.qr(g)
+    q = q * torch.sign(torch.diagonal(r))
+    return (q if rows >= cols else q.T).to(dtype)
+
+
 def _random_layers(n_in: int, width: int, depth: int, weight_std: float, bias_std: float,
-                   generator: torch.Generator | None, dtype: torch.dtype) -> tuple[list[Tensor], list[Tensor]]:
-    """Weights W^l (width × fan_in) ~ N(0, weight_std²/fan_in) and biases b^l ~ N(0, bias_std²)."""
+                   generator: torch.Generator | None, dtype: torch.dtype,
+                   weights: str = "gaussian") -> tuple[list[Tensor], list[Tensor]]:
+    """Weights W^l (width × fan_in) with E[W_ij²] = weight_std²/fan_in, and biases b^l ~ N(0, bias_std²).
+
+    ``"gaussian"``: W_ij ~ N(0, weight_std²/fan_in). ``"orthogonal"``: weight_std · √(max(width, fan_in)/fan_in)
+    times a random matrix with orthonormal rows or columns; for a square layer, W = weight_std · Q
+    multiplies every vector's norm by exactly weight_std.
+    """
     fan_ins = [n_in] + [width] * (depth - 1)
-    weights = [torch.randn(width, n, generator=generator, dtype=dtype) * (weight_std / math.sqrt(n))
-               for n in fan_ins]
+    if weights == "gaussian":
+        ws = [torch.randn(width, n, generator=generator, dtype=dtype) * (weight_std / math.sqrt(n)) for n in fan_ins]
+    else:
+        ws = [_orthogonal(width, n, generator, dtype) * (weight_std * math.sqrt(max(width, n) / n)) for n in fan_ins]
     biases = [torch.randn(width, generator=generator, dtype=dtype) * bias_std for _ in range(depth)]
-    return weights, biases
+    return ws, biases
 
 
 def random_mlp_stats(activation: str, depth: int, width: int, weight_std: float, *, bias_std: float = 0.0,
                      inputs: Tensor | None = None, batch: int = 256, generator: torch.Generator | None = None,
-                     dtype: torch.dtype = torch.float64, keep_pre_activations: bool = False) -> RandomNetStats:
+                     dtype: torch.dtype = torch.float64, weights: str = "gaussian",
+                     keep_pre_activations: bool = False) -> RandomNetStats:
     """Draw a random MLP, run a batch through it and back-propagate with autograd; measure every layer.
 
     The network: ``depth`` hidden layers of ``width`` units, z^l = a^{l-1} (W^l)ᵀ + b^l, a^l = f(z^l),
@@ -391,20 +416,23 @@ def random_mlp_stats(activation: str, depth: int, width: int, weight_std: float,
     each example b, entries N(0, weight_std²/width): it acts as one more layer with one output whose
     gradient is 1, so ``delta_sq`` can be compared directly with :func:`predicted_deltas`. Drawing
     u_b per example makes the examples' backward passes independent samples, so the batch averages
-    estimate expectations (a shared readout would send the same vector down for every example). ``inputs`` (examples × features) default to ``batch`` standard
+    estimate expectations (a shared readout would send the same vector down for every example).
+    ``weights="orthogonal"`` draws scaled random orthogonal matrices instead of Gaussian ones, with
+    the same E[W_ij²] (the readout stays Gaussian). ``inputs`` (examples × features) default to ``batch`` standard
     Gaussian vectors of dimension ``width``. Random numbers come from ``generator`` (the global torch
     generator when ``None``). Overflow shows up as ``inf``/``nan`` in the results.
     """
     _check_measurement(activation, width, weight_std, bias_std, inputs, batch, dtype)
     positive_int("depth", depth)
+    one_of("weights", weights, WEIGHTS)
     act = activations.get(activation)
     x = _inputs(inputs, batch, width, generator, dtype)
-    weights, biases = _random_layers(x.shape[1], width, depth, weight_std, bias_std, generator, dtype)
+    ws, biases = _random_layers(x.shape[1], width, depth, weight_std, bias_std, generator, dtype, weights)
     readout = torch.randn(x.shape[0], width, generator=generator, dtype=dtype) * (weight_std / math.sqrt(width))
-    for w in weights:
+    for w in ws:
         w.requires_grad_(True)
     zs, a = [], x
-    for w, b in zip(weights, biases, strict=True):
+    for w, b in zip(ws, biases, strict=True):
         z = a @ w.T + b
         z.retain_grad()
         zs.append(z)
@@ -420,7 +448,7 @@ def random_mlp_stats(activation: str, depth: int, width: int, weight_std: float,
             second_moment=per_layer(z.pow(2).mean() for z in zs),
             delta_sq=per_layer(z.grad.double().pow(2).sum(1).mean() for z in zs),
             slope_sq=per_layer(act.derivative(z).pow(2).mean() for z in zs),
-            weight_grad_norm=per_layer(torch.linalg.vector_norm(w.grad.double()) for w in weights),
+            weight_grad_norm=per_layer(torch.linalg.vector_norm(w.grad.double()) for w in ws),
             pre_activations=tuple(z.detach() for z in zs) if keep_pre_activations else None,
         )
 
@@ -456,12 +484,19 @@ def first_layer_gradients(activation: str, depths: Sequence[int], width: int, we
         zs.append(z)
         finite.append(bool(torch.isfinite(z).all()) and (not finite or finite[-1]))
         a = act.fn(z)
-    out = []
-    for d, u in zip(depths, readouts, strict=True):
-        delta = act.derivative(zs[d - 1]) * u
-        for l in range(d - 1, 0, -1):  # from layer d down to layer 1
+    # One backward sweep from the deepest layer down carries the gradients of every depth at once:
+    # the network with d hidden layers joins the sweep at layer d (rows of `delta`, one per depth).
+    start = {d: u for d, u in zip(depths, readouts, strict=True)}  # duplicates: the last readout wins
+    delta = torch.empty(0, x.shape[0], width, dtype=dtype)
+    joined: list[int] = []
+    for l in range(deepest, 0, -1):
+        if l < deepest:  # δ^l = f'(z^l) ⊙ (δ^{l+1} W^{l+1})
             delta = act.derivative(zs[l - 1]) * (delta @ weights[l])
-        norm = delta.double().pow(2).sum(1).mean().sqrt()
-        ok = finite[d - 1] and bool(torch.isfinite(delta).all())
-        out.append(norm if ok else torch.tensor(math.nan, dtype=torch.float64))
-    return torch.stack(out)
+        if l in start:  # δ^l of the network whose readout sits on layer l
+            delta = torch.cat([delta, (act.derivative(zs[l - 1]) * start[l])[None]])
+            joined.append(l)
+    norms = delta.double().pow(2).sum(-1).mean(-1).sqrt()
+    ok = torch.isfinite(delta).flatten(1).all(1)
+    result = {d: (norms[i] if ok[i] and finite[d - 1] else torch.tensor(math.nan, dtype=torch.float64))
+              for i, d in enumerate(joined)}
+    return torch.stack([result[d] for d in depths])
