@@ -335,3 +335,10 @@ def test_nested_first_layer_gradients_agree_with_autograd_on_each_truncated_netw
             h = torch.tanh(h @ w.T + b)
         (delta1,) = torch.autograd.grad((h * u).sum(), z1)
         assert value.item() == pytest.approx(delta1.pow(2).sum(1).mean().sqrt().item(), rel=1e-12)
+
+
+def test_random_mlp_stats_return_overflow_as_non_finite_values_without_warnings():
+    stats = propagation.random_mlp_stats("relu", 40, 32, 16.0, batch=8, dtype=torch.float32,
+                                         generator=torch.Generator().manual_seed(0))
+    assert math.isfinite(stats.second_moment[0].item())
+    assert not torch.isfinite(stats.second_moment[-1])  # (16^2 / 2)^40 is beyond float32

@@ -10,8 +10,9 @@ He et al., 2015 for ReLU; Glorot & Bengio, 2010 for linear and tanh layers)::
     backward   E‖δ^{l-1}‖² = χ(q^{l-1}) E‖δ^l‖²,      χ(q) = σ_w² E[f'(z)²],  z ~ N(0, q)
 
 where δ^l = ∂L/∂z^l is the back-propagated gradient of one example. The backward step assumes that
-the weights met on the way back are independent of the pre-activations they multiply (the "gradient
-independence" assumption of Schoenholz et al.), which is accurate for wide networks.
+the weights met on the way back behave as if drawn afresh, independent of the gradient they multiply
+and of the slopes they meet (the "gradient independence" assumption of Schoenholz et al.): exact for
+linear layers, accurate for wide nonlinear ones.
 
 The prediction:
 
@@ -24,8 +25,8 @@ The prediction:
 
 The measurement:
 
-- :func:`random_mlp_stats`: draw a random MLP, run a batch through it, back-propagate with autograd,
-  return per-layer statistics (:class:`RandomNetStats`);
+- :func:`random_mlp_stats`: draw a random MLP (Gaussian or orthogonal weights), run a batch through
+  it, back-propagate with autograd, return per-layer statistics (:class:`RandomNetStats`);
 - :func:`first_layer_gradients`: ‖δ^1‖ for networks of many depths at once, by the backward
   recursion written out (tested against autograd).
 
