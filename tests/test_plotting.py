@@ -73,6 +73,7 @@ def test_draw_graph_rejects_unknown_nodes_kinds_and_styles():
 @pytest.mark.parametrize("value, digits, text", [
     (8.93e-8, 2, "8.9 × 10⁻⁸"), (-8.93e-8, 2, "−8.9 × 10⁻⁸"), (1e-12, 2, "10⁻¹²"), (6.6e-24, 1, "7 × 10⁻²⁴"),
     (0.1612, 2, "0.16"), (512.0, 3, "512"), (2.0, 2, "2.0"), (12345.0, 2, "1.2 × 10⁴"), (0.0, 2, "0.0"),
+    (253.0, 2, "250"), (25.3, 2, "25"), (9.99, 2, "10"), (-253.0, 1, "-300"), (999.7, 3, "1000"),
 ])
 def test_scientific(value, digits, text):
     assert plotting.scientific(value, digits) == text

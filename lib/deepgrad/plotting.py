@@ -167,6 +167,9 @@ def scientific(value: float, digits: int = 2) -> str:
     if not math.isfinite(value):
         return str(value)
     if value == 0 or 1e-2 <= abs(value) < 1e4:
+        rounded = float(f"{value:.{digits - 1}e}")
+        if abs(rounded) >= 10 ** (digits - 1):  # the integer part holds every significant digit: 253 -> 250
+            return f"{rounded:.0f}"
         return f"{value:#.{digits}g}".rstrip(".")
     mantissa, exponent = f"{value:.{digits - 1}e}".split("e")
     power = f"10{str(int(exponent)).translate(_SUPERSCRIPT)}"
