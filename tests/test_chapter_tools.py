@@ -107,10 +107,16 @@ def test_strip_drops_images_and_timings_but_keeps_text():
     cell = nbformat.v4.new_code_cell("f()", outputs=[nbformat.v4.new_output(
         "display_data", data={"image/png": "iVBOR", "text/plain": "<Figure size 750x340 with 2 Axes>"})])
     cell.metadata["execution"] = {"iopub.execute_input": "2026-01-01T00:00:00"}
-    nb.cells = [cell]
-    stripped = nbformat.reads(nbformat.writes(tool._strip(nb)), as_version=4).cells[0]
-    assert stripped["outputs"][0]["data"] == {"text/plain": "<Figure size 750x340 with 2 Axes>"}
-    assert "execution" not in stripped["metadata"]
+    glued = nbformat.v4.new_code_cell("glue('fig', fig)", outputs=[nbformat.v4.new_output(
+        "display_data", data={"application/papermill.record/image/png": "iVBOR",
+                              "application/papermill.record/text/plain": "<Figure size 750x340 with 1 Axes>"})])
+    nb.cells = [cell, glued]
+    first, second = nbformat.reads(nbformat.writes(tool._strip(nb)), as_version=4).cells
+    assert first["outputs"][0]["data"] == {"text/plain": "<Figure size 750x340 with 2 Axes>"}
+    assert second["outputs"][0]["data"] == {
+        "application/papermill.record/text/plain": "<Figure size 750x340 with 1 Axes>"}
+    assert "execution" not in first["metadata"]
+    assert (first["id"], second["id"]) == ("cell-0", "cell-1")  # stable, so re-recording is diff-quiet
 
 
 def test_cache_guard_clears_the_execution_cache_only_when_the_library_changes(tree):

@@ -30,6 +30,8 @@ EXECUTION_STATE = [ROOT / "_build" / ".jupyter_cache", ROOT / "_build" / ".doctr
 REFRESH = "make reference"
 #: Output types that are not text; nbval does not compare them, so they are not stored.
 BINARY_MIME = ("image/png", "image/jpeg", "image/svg+xml", "application/pdf")
+#: MyST-NB's glue stores a glued figure under this prefix (conftest.py tells nbval to skip them too).
+GLUE_PREFIX = "application/papermill.record/"
 
 
 def notebook_chapters() -> dict[str, Path]:
@@ -43,12 +45,14 @@ def notebook_chapters() -> dict[str, Path]:
 
 def _strip(nb: nbformat.NotebookNode) -> nbformat.NotebookNode:
     """Drop binary outputs and volatile metadata, keeping what nbval compares."""
-    for cell in nb.cells:
+    for index, cell in enumerate(nb.cells):
         cell.metadata.pop("execution", None)
+        cell["id"] = f"cell-{index}"  # stable ids: a re-recorded reference differs only where outputs do
         for output in cell.get("outputs", []):
             if "data" in output:
                 for mime in BINARY_MIME:
                     output["data"].pop(mime, None)
+                    output["data"].pop(GLUE_PREFIX + mime, None)
     return nb
 
 
