@@ -30,7 +30,7 @@ book: $(STAMP)
 	@echo "The book is in _build/html/index.html"
 
 unit: $(STAMP)
-	$(BIN)/ruff check lib tests tools conftest.py
+	$(BIN)/ruff check lib tests tools _ext conftest.py
 	$(TEST_ENV) $(BIN)/python -m pytest tests
 
 nbval: $(STAMP)
