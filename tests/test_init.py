@@ -1,0 +1,375 @@
+"""deepgrad.init against torch.nn.init, statistically and, given the same generator state, draw for draw.
+
+Statistical tolerances come from the sample size n = tensor.numel() (at least 4608 here), at 5
+standard errors, so a seeded test is far from its edge and a wrong factor is far outside it:
+
+- mean: |mean| < 5 · std / √n;
+- variance: relative error < 5 · s, with s = √(2/(n−1)) for a normal sample and s = √(0.8/n) for a
+  uniform one (Var(x²) = b⁴/5 − b⁴/9 = (4/5) · (b²/3)²); comparing two independent samples, 5 · √2 · s.
+  At n = 4608 (the conv kernel) 5 · s ≈ 0.10 for a normal sample; a factor 2 (2 vs 1, 6 vs 3, fan_in vs
+  fan_out on these shapes) is an error of 0.5 to 1;
+- uniform: every |w| ≤ b, and max |w| > b · (1 − 10/n) (missed with probability (1 − 10/n)^n ≈ e⁻¹⁰).
+"""
+
+import math
+
+import pytest
+import torch
+from torch import nn
+
+import deepgrad as dg
+from deepgrad import init
+
+SHAPES = [(256, 128), (64, 512), (32, 16, 3, 3)]
+NORMAL = {"xavier_normal", "he_normal", "lecun_normal", "normal"}
+
+
+def gen(seed: int) -> torch.Generator:
+    return torch.Generator().manual_seed(seed)
+
+
+def expected_fans(shape):
+    rf = math.prod(shape[2:])
+    return shape[1] * rf, shape[0] * rf
+
+
+def variance_tolerance(n: int, normal: bool) -> float:
+    """Five standard errors of a sample variance, relative."""
+    return 5 * (math.sqrt(2 / (n - 1)) if normal else math.sqrt(0.8 / n))
+
+
+def check_sample(w: torch.Tensor, variance: float, normal: bool):
+    n = w.numel()
+    assert abs(w.mean().item()) < 5 * math.sqrt(variance / n)
+    measured = w.pow(2).mean().item()  # the mean is known to be 0
+    assert measured == pytest.approx(variance, rel=variance_tolerance(n, normal))
+    if not normal:
+        bound = math.sqrt(3 * variance)
+        assert w.abs().max().item() <= bound * (1 + 1e-6)
+        assert w.abs().max().item() > bound * (1 - 10 / n)
+
+
+def formula(name: str, shape) -> float:
+    """The variance each scheme should have, written independently of deepgrad.init."""
+    fan_in, fan_out = expected_fans(shape)
+    return {
+        "xavier_normal": 2 / (fan_in + fan_out), "xavier_uniform": 2 / (fan_in + fan_out),
+        "he_normal": 2 / fan_in, "he_uniform": 2 / fan_in,
+        "lecun_normal": 1 / fan_in, "lecun_uniform": 1 / fan_in,
+        "pytorch_default": 1 / (3 * fan_in),
+    }[name]
+
+
+def torch_counterpart(name: str):
+    return {
+        "xavier_normal": nn.init.xavier_normal_,
+        "xavier_uniform": nn.init.xavier_uniform_,
+        "he_normal": lambda t, generator: nn.init.kaiming_normal_(t, nonlinearity="relu", generator=generator),
+        "he_uniform": lambda t, generator: nn.init.kaiming_uniform_(t, nonlinearity="relu", generator=generator),
+        "lecun_normal": lambda t, generator: nn.init.kaiming_normal_(t, nonlinearity="linear", generator=generator),
+        "lecun_uniform": lambda t, generator: nn.init.kaiming_uniform_(t, nonlinearity="linear",
+                                                                         generator=generator),
+        "pytorch_default": lambda t, generator: nn.init.kaiming_uniform_(t, a=math.sqrt(5), generator=generator),
+    }[name]
+
+
+SCALED = ["xavier_normal", "xavier_uniform", "he_normal", "he_uniform", "lecun_normal", "lecun_uniform",
+          "pytorch_default"]
+
+
+# --- fans and gains ---------------------------------------------------------------------------
+
+@pytest.mark.parametrize("shape", SHAPES + [(5, 7, 2), (3, 1)])
+def test_fans_match_torch(shape):
+    t = torch.empty(shape)
+    assert init.fans(t) == expected_fans(shape)
+    assert init.fans(t) == nn.init._calculate_fan_in_and_fan_out(t)
+
+
+@pytest.mark.parametrize("name", ["linear", "conv1d", "conv2d", "conv3d", "conv_transpose2d", "sigmoid", "tanh",
+                                  "relu", "leaky_relu", "selu"])
+def test_gain_equals_torch(name):
+    assert init.gain(name) == pytest.approx(nn.init.calculate_gain(name), rel=1e-15)
+
+
+@pytest.mark.parametrize("slope", [0.0, 0.01, 0.2, math.sqrt(5)])
+def test_gain_with_slope_equals_torch(slope):
+    assert init.gain("leaky_relu", slope) == pytest.approx(nn.init.calculate_gain("leaky_relu", slope), rel=1e-15)
+    assert init.gain("prelu", slope) == init.gain("leaky_relu", slope)
+
+
+def test_gain_aliases_and_book_names():
+    assert init.gain("identity") == init.gain("linear") == 1.0
+    assert init.gain("logistic") == init.gain("sigmoid") == 1.0
+    assert init.gain("relu") == pytest.approx(math.sqrt(2))
+    assert init.gain("prelu") == pytest.approx(math.sqrt(2 / (1 + 0.25**2)))  # PReLU's initial slope
+    assert init.gain("leaky_relu") == pytest.approx(math.sqrt(2 / (1 + 0.01**2)))
+    assert init.gain("selu") == 0.75 and init.gain("tanh") == pytest.approx(5 / 3)
+
+
+def test_gain_errors_name_the_argument():
+    with pytest.raises(ValueError, match="activation must be one of .*'relu'.*got 'swish'"):
+        init.gain("swish")
+    with pytest.raises(TypeError, match="activation must be a name"):
+        init.gain(None)
+    with pytest.raises(ValueError, match="param .* applies only to leaky_relu, prelu"):
+        init.gain("relu", 0.1)
+    with pytest.raises(TypeError, match="param must be a finite real number"):
+        init.gain("leaky_relu", "0.1")
+
+
+# --- scaled schemes: the formula, and torch's counterpart ----------------------------------------
+
+@pytest.mark.parametrize("shape", SHAPES)
+@pytest.mark.parametrize("name", SCALED)
+def test_scheme_variance_matches_formula_and_torch(name, shape):
+    normal = name in NORMAL
+    ours = init.get(name)(torch.empty(shape), generator=gen(1))
+    check_sample(ours, formula(name, shape), normal)
+    theirs = torch_counterpart(name)(torch.empty(shape), generator=gen(2))
+    check_sample(theirs, formula(name, shape), normal)
+    # two independent samples of the same distribution
+    tol = math.sqrt(2) * variance_tolerance(ours.numel(), normal)
+    assert ours.pow(2).mean().item() == pytest.approx(theirs.pow(2).mean().item(), rel=tol)
+
+
+@pytest.mark.parametrize("name", SCALED)
+def test_same_generator_state_gives_torchs_draws(name):
+    shape = (64, 512)
+    ours = init.get(name)(torch.empty(shape), generator=gen(3))
+    theirs = torch_counterpart(name)(torch.empty(shape), generator=gen(3))
+    torch.testing.assert_close(ours, theirs, rtol=1e-6, atol=0)
+
+
+def test_he_std_for_relu_is_sqrt_2_over_fan_in():
+    # coverage item 7: sqrt(2/n), not sqrt(alpha/n)
+    w = torch.empty(256, 128)
+    assert init.he_std(w) == pytest.approx(math.sqrt(2 / 128), rel=1e-15)
+    assert init.he_std(w, mode="fan_out") == pytest.approx(math.sqrt(2 / 256), rel=1e-15)
+    assert init.he_std(w, "tanh") == pytest.approx(5 / 3 / math.sqrt(128), rel=1e-15)
+
+
+@pytest.mark.parametrize("shape", SHAPES)
+def test_he_fan_out_and_gain_against_torch(shape):
+    _, fan_out = expected_fans(shape)
+    ours = init.he_normal_(torch.empty(shape), "leaky_relu", 0.2, mode="fan_out", generator=gen(4))
+    variance = 2 / (1 + 0.2**2) / fan_out
+    check_sample(ours, variance, normal=True)
+    theirs = nn.init.kaiming_uniform_(torch.empty(shape), a=0.2, mode="fan_out", nonlinearity="leaky_relu",
+                                      generator=gen(5))
+    check_sample(init.he_uniform_(torch.empty(shape), "leaky_relu", 0.2, "fan_out", generator=gen(6)),
+                 variance, normal=False)
+    check_sample(theirs, variance, normal=False)
+
+
+@pytest.mark.parametrize("shape", SHAPES)
+def test_xavier_gain_scales_the_std(shape):
+    fan_in, fan_out = expected_fans(shape)
+    w = init.xavier_uniform_(torch.empty(shape), gain=5 / 3, generator=gen(7))
+    check_sample(w, (5 / 3) ** 2 * 2 / (fan_in + fan_out), normal=False)
+    assert w.abs().max().item() <= 5 / 3 * math.sqrt(6 / (fan_in + fan_out)) * (1 + 1e-6)
+
+
+@pytest.mark.parametrize("shape", [(256, 128), (64, 512)])
+def test_a_wrong_factor_would_fail(shape):
+    # the tolerance is tight enough to tell the schemes apart on a non-square shape
+    n = math.prod(shape)
+    tol = variance_tolerance(n, normal=True)
+    xavier = init.xavier_normal_(torch.empty(shape), generator=gen(8)).pow(2).mean().item()
+    fan_in, fan_out = expected_fans(shape)
+    for wrong in (2 / fan_in, 2 / fan_out, 1 / fan_in, 4 / (fan_in + fan_out), 1 / (fan_in + fan_out)):
+        assert abs(xavier / wrong - 1) > 3 * tol
+    he = init.he_normal_(torch.empty(shape), generator=gen(9)).pow(2).mean().item()
+    for wrong in (1 / fan_in, 2 / fan_out, 4 / fan_in):  # (xavier's 2/(fan_in+fan_out) is 2/fan_in above)
+        assert abs(he / wrong - 1) > 3 * tol
+    bound = init.xavier_uniform_(torch.empty(shape), generator=gen(10)).abs().max().item()
+    assert bound > math.sqrt(6 / (fan_in + fan_out)) * (1 - 10 / n)
+    assert bound > math.sqrt(3 / (fan_in + fan_out)) * 1.3  # a 3 instead of the 6 would be caught
+
+
+def test_lecun_is_what_selu_needs_and_differs_from_torchs_selu_gain():
+    w = torch.empty(256, 128)
+    assert init.he_std(w, "linear") == pytest.approx(1 / math.sqrt(128), rel=1e-15)
+    assert init.he_std(w, "selu") == pytest.approx(0.75 / math.sqrt(128), rel=1e-15)
+
+
+# --- plain draws ------------------------------------------------------------------------------
+
+def test_constant_zeros_normal_uniform():
+    w = torch.empty(32, 16)
+    assert torch.all(init.constant_(w, 0.3) == 0.3)
+    assert torch.all(init.zeros_(w) == 0)
+    check_sample(init.normal_(torch.empty(256, 128), 0.05, generator=gen(11)), 0.05**2, normal=True)
+    check_sample(init.uniform_(torch.empty(256, 128), 0.2, generator=gen(12)), 0.2**2 / 3, normal=False)
+    bias = init.normal_(torch.empty(4096), 1.0, generator=gen(13))  # 1-D tensors need no fans
+    check_sample(bias, 1.0, normal=True)
+
+
+def test_generator_makes_draws_reproducible_without_global_state():
+    torch.manual_seed(0)
+    before = torch.random.get_rng_state()
+    a = init.he_normal_(torch.empty(8, 8), generator=gen(14))
+    b = init.he_normal_(torch.empty(8, 8), generator=gen(14))
+    assert torch.equal(a, b)
+    assert torch.equal(before, torch.random.get_rng_state())
+
+
+def test_init_runs_under_no_grad_on_parameters():
+    layer = nn.Linear(16, 8)
+    for name in init.SCHEMES:
+        kwargs = {"constant": {"value": 0.1}, "normal": {"std": 0.1}, "uniform": {"bound": 0.1}}.get(name, {})
+        out = init.get(name)(layer.weight, **kwargs)
+        assert out is layer.weight and out.requires_grad and out.grad_fn is None
+
+
+# --- orthogonal -------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("shape", SHAPES + [(64, 64)])
+@pytest.mark.parametrize("gain", [1.0, 2.0])
+def test_orthogonal_rows_or_columns_orthonormal(shape, gain):
+    w = init.orthogonal_(torch.empty(shape), gain=gain, generator=gen(15))
+    m = w.reshape(shape[0], -1) / gain
+    product = m.T @ m if m.shape[0] >= m.shape[1] else m @ m.T  # tall: columns; wide: rows
+    torch.testing.assert_close(product, torch.eye(product.shape[0]), atol=1e-5, rtol=0)
+    theirs = nn.init.orthogonal_(torch.empty(shape), gain=gain, generator=gen(15))
+    torch.testing.assert_close(w, theirs, rtol=1e-6, atol=1e-7)
+
+
+def test_orthogonal_sign_correction_makes_it_haar():
+    # Householder QR alone gives Q[0, 0] = -|a_00| / ||a_0|| < 0 every time; Haar-distributed Q has a
+    # symmetric Q[0, 0]. Over 400 draws the positive fraction has standard error 0.025: 5 of them is 0.125.
+    g = gen(16)
+    positive = sum(init.orthogonal_(torch.empty(6, 6), generator=g)[0, 0].item() > 0 for _ in range(400))
+    assert abs(positive / 400 - 0.5) < 0.125
+
+
+# --- PyTorch's nn.Linear default ----------------------------------------------------------------
+
+def test_pytorch_default_linear_reproduces_nn_linear():
+    ours = nn.Linear(300, 200)  # constructing it draws once already: re-seed before drawing again
+    torch.manual_seed(17)
+    reference = nn.Linear(300, 200)
+    torch.manual_seed(17)
+    init.pytorch_default_linear_(ours)
+    torch.testing.assert_close(ours.weight, reference.weight, rtol=0, atol=0)
+    torch.testing.assert_close(ours.bias, reference.bias, rtol=0, atol=0)
+
+
+def test_pytorch_default_is_a_third_of_lecun_and_a_sixth_of_he():
+    layer = init.pytorch_default_linear_(nn.Linear(512, 256), generator=gen(18))
+    w = layer.weight.detach()
+    check_sample(w, 1 / (3 * 512), normal=False)
+    assert w.abs().max().item() <= 1 / math.sqrt(512) * (1 + 1e-6)
+    assert layer.bias.abs().max().item() <= 1 / math.sqrt(512)
+    lecun, he = 1 / 512, 2 / 512
+    tol = variance_tolerance(w.numel(), normal=False)
+    assert w.pow(2).mean().item() / lecun == pytest.approx(1 / 3, rel=tol)
+    assert w.pow(2).mean().item() / he == pytest.approx(1 / 6, rel=tol)
+
+
+def test_pytorch_default_linear_without_bias_and_type_error():
+    layer = init.pytorch_default_linear_(nn.Linear(8, 4, bias=False), generator=gen(19))
+    assert layer.bias is None
+    with pytest.raises(TypeError, match="layer must be an nn.Linear"):
+        init.pytorch_default_linear_(nn.Conv1d(2, 2, 3))
+
+
+# --- registry and MLP --------------------------------------------------------------------------
+
+def test_registry_names():
+    required = {"zeros", "normal", "xavier_normal", "xavier_uniform", "he_normal", "he_uniform", "lecun_normal",
+                "lecun_uniform", "orthogonal", "pytorch_default"}
+    assert required <= set(init.SCHEMES)
+    for name, fn in init.SCHEMES.items():
+        assert init.get(name) is fn
+
+
+@pytest.mark.parametrize("name", ["he_normal", "xavier_uniform", "orthogonal", "lecun_normal", "zeros"])
+def test_for_linear_inside_mlp(name):
+    model = dg.models.MLP(64, 10, width=32, depth=4, init=init.for_linear(name, generator=gen(20)))
+    for layer in model.linear_layers():
+        assert torch.all(layer.bias == 0)
+    first = model.linear_layers()[0].weight.detach()
+    if name == "he_normal":
+        check_sample(first, 2 / 64, normal=True)
+    if name == "orthogonal":
+        torch.testing.assert_close(first @ first.T, torch.eye(32), atol=1e-5, rtol=0)
+    assert model(torch.randn(5, 64)).shape == (5, 10)
+
+
+def test_for_linear_kwargs_and_pytorch_default_bias():
+    model = dg.models.MLP(64, 10, width=32, depth=2, activation="tanh",
+                          init=init.for_linear("xavier_normal", gain=init.gain("tanh")))
+    assert model.linear_layers()[0].weight.std().item() == pytest.approx(5 / 3 * math.sqrt(2 / 96), rel=0.1)
+    model = dg.models.MLP(64, 10, width=32, depth=2, init=init.for_linear("normal", std=0.01))
+    assert model.linear_layers()[1].weight.std().item() == pytest.approx(0.01, rel=0.1)
+    model = dg.models.MLP(64, 10, width=32, depth=2, init=init.for_linear("pytorch_default", generator=gen(21)))
+    bias = model.linear_layers()[0].bias
+    assert bias.abs().max().item() <= 1 / 8 and bias.abs().max().item() > 0.1  # torch's bias rule kept
+
+
+def test_for_linear_checks_its_arguments_early():
+    with pytest.raises(ValueError, match="scheme must be one of .*'he_normal'.*got 'kaiming'"):
+        init.for_linear("kaiming")
+    with pytest.raises(TypeError, match="for_linear\\('normal'\\).*std"):
+        init.for_linear("normal")
+    with pytest.raises(TypeError, match="for_linear\\('he_normal'\\).*nonlinearity"):
+        init.for_linear("he_normal", nonlinearity="relu")
+
+
+# --- products of random matrices ----------------------------------------------------------------
+
+def test_product_singular_values_orthogonal_is_an_isometry():
+    sv = init.product_singular_values(30, 64, "orthogonal", generator=gen(22))
+    assert sv.dtype == torch.float64 and sv.shape == (64,)
+    torch.testing.assert_close(sv, torch.ones(64, dtype=torch.float64), atol=1e-4, rtol=0)
+
+
+def test_product_singular_values_gaussian_spreads_but_keeps_mean_square():
+    depth, size = 10, 64
+    sv = init.product_singular_values(depth, size, "gaussian", generator=gen(23))
+    assert torch.all(sv[:-1] >= sv[1:])  # descending
+    assert sv[0].item() / sv[-1].item() > 1e6  # orders of magnitude
+    assert sv[0].item() > 2 and sv[-1].item() < 1e-3
+    # E[mean sv^2] = 1; each layer multiplies it by at most a chi^2_n / n factor (relative sd sqrt(2/n)),
+    # so log(mean sv^2) has sd at most sqrt(2 depth / n) = 0.56; allow 3 of them (loose).
+    assert abs(math.log(sv.pow(2).mean().item())) < 3 * math.sqrt(2 * depth / size)
+
+
+def test_product_singular_values_argument_errors():
+    with pytest.raises(ValueError, match="scheme must be one of 'gaussian', 'orthogonal'"):
+        init.product_singular_values(3, 4, "he")
+    with pytest.raises(ValueError, match="depth must be an int >= 1"):
+        init.product_singular_values(0, 4, "gaussian")
+    with pytest.raises(TypeError, match="size must be an int"):
+        init.product_singular_values(3, 4.0, "gaussian")
+
+
+# --- argument errors ---------------------------------------------------------------------------
+
+def test_argument_errors_name_the_argument():
+    w = torch.empty(8, 4)
+    with pytest.raises(ValueError, match="scheme must be one of"):
+        init.get("glorot")
+    with pytest.raises(ValueError, match="activation must be one of"):
+        init.he_normal_(w, activation="swish")
+    with pytest.raises(ValueError, match="mode must be one of 'fan_in', 'fan_out'; got 'fan_avg'"):
+        init.he_uniform_(w, mode="fan_avg")
+    with pytest.raises(ValueError, match="tensor must have at least 2 dimensions"):
+        init.xavier_normal_(torch.empty(5))
+    with pytest.raises(ValueError, match="tensor must have at least 2 dimensions"):
+        init.orthogonal_(torch.empty(5))
+    with pytest.raises(ValueError, match="tensor must have at least 2 dimensions"):
+        init.fans(torch.empty(5))
+    with pytest.raises(ValueError, match="std must be a finite number >= 0, got -0.1"):
+        init.normal_(w, -0.1)
+    with pytest.raises(ValueError, match="bound must be a finite number >= 0"):
+        init.uniform_(w, -1.0)
+    with pytest.raises(ValueError, match="gain must be a finite number >= 0"):
+        init.xavier_uniform_(w, gain=-1.0)
+    with pytest.raises(TypeError, match="tensor must be a torch.Tensor"):
+        init.lecun_normal_([[1.0]])
+    with pytest.raises(TypeError, match="value must be a finite real number"):
+        init.constant_(w, float("nan"))
+    with pytest.raises(ValueError, match="zero fan_in"):
+        init.lecun_normal_(torch.empty(4, 0))
