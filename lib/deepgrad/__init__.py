@@ -6,6 +6,8 @@ Chapters import it as ``import deepgrad as dg``. Each module is one concept:
 - :mod:`deepgrad.activations` activation functions by name, with derivatives and ranges (PReLU's slope is learned)
 - :mod:`deepgrad.propagation` the mean-field variance recursion through random deep networks, and its measurement
 - :mod:`deepgrad.data`        the bundled digits data set and small synthetic tasks
+- :mod:`deepgrad.init`        weight initialisations from their formulas (Xavier, He, LeCun, orthogonal, PyTorch's)
+- :mod:`deepgrad.normalization` batch norm forward and backward by hand, running statistics, layer norm, noisy BN
 - :mod:`deepgrad.models`      an MLP builder with depth, width, activation, init, norm and residual knobs
 - :mod:`deepgrad.autodiff`    backpropagation written out by hand, layer by layer
 - :mod:`deepgrad.diagnostics` per-layer gradient statistics from hooks on any module; a gradient-health report
@@ -13,7 +15,19 @@ Chapters import it as ``import deepgrad as dg``. Each module is one concept:
 - :mod:`deepgrad.plotting`    the book's figure style and shared plotting helpers
 """
 
-from deepgrad import activations, autodiff, data, diagnostics, models, plotting, propagation, repro, train
+from deepgrad import (
+    activations,
+    autodiff,
+    data,
+    diagnostics,
+    init,
+    models,
+    normalization,
+    plotting,
+    propagation,
+    repro,
+    train,
+)
 from deepgrad.repro import default_device, seed_everything, significant
 
 __all__ = [
@@ -21,7 +35,9 @@ __all__ = [
     "autodiff",
     "data",
     "diagnostics",
+    "init",
     "models",
+    "normalization",
     "plotting",
     "propagation",
     "repro",
