@@ -335,3 +335,13 @@ def test_report_rejects_non_modules():
 
 def test_ranges():
     assert diagnostics._ranges([1, 2, 3, 7, 9, 10]) == "1–3, 7, 9–10"
+
+
+def test_an_activation_before_any_layer_belongs_to_no_layer():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Sigmoid(), nn.Linear(4, 3), nn.ReLU(), nn.Linear(3, 2))
+    x, y = torch.randn(8, 4), torch.randint(0, 2, (8,))
+    report = _watch(model, steps=2, x=x, y=y)
+    first, last = report.layers
+    assert first.activation == "ReLU" and last.activation is None
+    assert math.isnan(last.saturated)

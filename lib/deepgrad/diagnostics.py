@@ -285,7 +285,8 @@ class GradientReport:
 
     Only passes with gradients enabled are recorded (evaluation under ``torch.no_grad`` is ignored).
     Update ratios compare the weights seen by consecutive forward passes, so they work with any
-    optimiser. Nothing raises on non-finite values; they are reported.
+    optimiser (with gradient accumulation, passes without an update in between count as zero updates).
+    Nothing raises on non-finite values; they are reported.
     """
 
     def __init__(self, model: nn.Module, *, select: Callable[[str, nn.Module], bool] | None = None,
@@ -382,7 +383,11 @@ class GradientReport:
                 log.ever_active = active if log.ever_active is None else log.ever_active | active
         return hook
 
+    def _reset_pass(self, module, inputs) -> None:
+        self._last_layer = None  # an activation before the first layer belongs to no layer
+
     def __enter__(self) -> GradientReport:
+        self._handles.append(self.model.register_forward_pre_hook(self._reset_pass))
         for name, module in self._modules.items():
             log = self._logs[name]
             self._handles.append(module.register_forward_pre_hook(self._layer_pre_hook(name)))
