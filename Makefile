@@ -9,12 +9,13 @@ JB     := $(BIN)/jupyter-book build . --warningiserror --keep-going
 # nbval compares text outputs recorded on a CPU: run the chapters there for the comparison
 TEST_ENV := DEEPGRAD_DEVICE=cpu
 
-.PHONY: book test unit nbval reference clean distclean help
+.PHONY: book test unit nbval reference bench clean distclean help
 
 help:
 	@echo "make book       build the HTML book into _build/html (executes changed chapters)"
 	@echo "make test       lint and unit tests, nbval on every chapter, and the book build (warnings are errors)"
 	@echo "make reference  re-record chapter outputs in tests/reference/ after an intended change"
+	@echo "make bench      time and memory of every chapter, cold and warm builds, the tests (empties _build/)"
 	@echo "make clean      remove _build/ (the next build re-executes every chapter)"
 	@echo "make distclean  also remove the virtual environment"
 
@@ -42,6 +43,9 @@ test: unit nbval book
 
 reference: $(STAMP)
 	$(TEST_ENV) $(BIN)/python tools/chapters.py reference $(CHAPTERS)
+
+bench: $(STAMP)
+	$(BIN)/python tools/bench.py
 
 clean:
 	rm -rf _build

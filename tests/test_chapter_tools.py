@@ -139,3 +139,15 @@ def test_every_notebook_chapter_of_the_book_is_in_the_toc_and_has_a_reference():
     for stem in tool.notebook_chapters():
         assert f"chapters/{stem}" in toc, f"chapters/{stem}.md is not in _toc.yml"
         assert (ROOT / "tests/reference" / f"{stem}.ipynb").exists(), f"run `make reference CHAPTERS={stem}`"
+
+
+def test_bench_measures_a_chapter_in_a_fresh_kernel(tmp_path):
+    spec = importlib.util.spec_from_file_location("bench_tool", ROOT / "tools" / "bench.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    chapter = tmp_path / "big.md"
+    # a chapter that holds about 200 MiB for half a second: the sampler must see it
+    chapter.write_text(HEADER.replace("print(CODE)", "import time\nblock = b\"x\" * (200 * 2**20)\ntime.sleep(0.5)"))
+    seconds, mib = bench.run_chapter(chapter)
+    assert seconds > 0.5
+    assert mib > 200
