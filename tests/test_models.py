@@ -89,3 +89,24 @@ class TestBadArguments:
     def test_init_must_be_callable(self):
         with pytest.raises(TypeError, match="init must be None or a callable"):
             MLP(3, 2, init="xavier")
+
+
+def test_norm_factory_builds_each_hidden_layers_norm():
+    from deepgrad.normalization import BatchNorm
+    seen = []
+
+    def factory(features):
+        seen.append(features)
+        return BatchNorm(features)
+
+    model = MLP(4, 2, width=6, depth=3, activation="tanh", norm=factory, norm_position="after")
+    assert seen == [6, 6, 6]
+    assert all(isinstance(h.norm, BatchNorm) for h in model.hidden)
+    h = model.hidden[0]
+    x = torch.randn(9, 4)
+    torch.testing.assert_close(h(x), h.norm(torch.tanh(h.linear(x))))
+
+
+def test_norm_factory_must_return_a_module():
+    with pytest.raises(TypeError, match="norm, when callable, must return an nn.Module for 4 features, got int"):
+        MLP(3, 2, width=4, norm=lambda c: c)

@@ -348,3 +348,115 @@ def test_input_errors():
         norm.update_running_stats(torch.zeros(2), torch.ones(2), torch.zeros(2), torch.ones(2), batch_size=1)
     with pytest.raises(ValueError, match=r"momentum must be in \[0, 1\]"):
         norm.update_running_stats(torch.zeros(2), torch.ones(2), torch.zeros(2), torch.ones(2), 4, momentum=2.0)
+
+
+# ---------------------------------------------------------------- scale invariance, tiny batches
+
+
+@pytest.mark.parametrize("a", [1e-3, 0.5, 7.0, 1e3])
+def test_batch_norm_of_a_scaled_layer_is_unchanged_and_its_weight_gradient_scales_by_1_over_a(a):
+    """BN(x (aW)^T) = BN(x W^T) (up to eps), and dL/d(aW) = (1/a) dL/dW: checked with autograd."""
+    torch.manual_seed(0)
+    x = torch.randn(32, 5, dtype=f64)
+    w = torch.randn(4, 5, dtype=f64)
+    gamma, beta = _params(4)
+    target = torch.randn(32, 4, dtype=f64)
+    outs, grads = [], []
+    for scale in (1.0, a):
+        ws = (scale * w).requires_grad_()
+        y = F.batch_norm(x @ ws.T, None, None, gamma, beta, training=True, eps=1e-20)
+        ((y - target) ** 2).sum().backward()
+        outs.append(y.detach())
+        grads.append(ws.grad)
+    torch.testing.assert_close(outs[1], outs[0], rtol=1e-8, atol=1e-8)
+    torch.testing.assert_close(grads[1], grads[0] / a, rtol=1e-6, atol=1e-12)
+
+
+def test_batch_of_two_normalises_every_unit_to_plus_and_minus_one():
+    torch.manual_seed(1)
+    x = torch.randn(2, 6, dtype=f64) * 3 + 1
+    y, cache = norm.batch_norm_forward(x, torch.ones(6, dtype=f64), torch.zeros(6, dtype=f64), eps=1e-12)
+    torch.testing.assert_close(y.abs(), torch.ones_like(y))
+    torch.testing.assert_close(y[0], -y[1])
+    # ... whatever the input: the magnitudes are lost, only the sign of x_1 - x_2 survives
+    torch.testing.assert_close(y[0].sign(), (x[0] - x[1]).sign())
+
+
+# ---------------------------------------------------------------- noise without normalisation
+
+
+def test_scale_shift_noise_is_per_unit_affine_and_within_bounds():
+    g = torch.Generator().manual_seed(3)
+    layer = norm.ScaleShiftNoise(5, scale_noise=0.3, shift_noise=0.2, generator=g)
+    x = torch.randn(10, 5, dtype=f64)
+    y = layer(x)
+    torch.testing.assert_close(y, x * layer.last_scale + layer.last_shift)
+    assert ((layer.last_scale - 1).abs() <= 0.3).all() and (layer.last_shift.abs() <= 0.2).all()
+    s1 = layer.last_scale.clone()
+    layer(x)
+    assert not torch.equal(layer.last_scale, s1)  # redrawn every step
+
+
+def test_scale_shift_noise_draws_the_same_noise_as_noisy_batch_norm():
+    x = torch.randn(8, 4, dtype=f64)
+    noise = norm.ScaleShiftNoise(4, generator=torch.Generator().manual_seed(5))
+    noisy = NoisyBatchNorm(4, generator=torch.Generator().manual_seed(5)).double()
+    torch.testing.assert_close(noisy(x), noise(BatchNorm(4).double()(x)))
+
+
+def test_scale_shift_noise_statistics_match_the_uniform_distributions():
+    g = torch.Generator().manual_seed(0)
+    layer = norm.ScaleShiftNoise(20000, scale_noise=0.5, shift_noise=0.4, generator=g)
+    layer(torch.zeros(2, 20000, dtype=f64))
+    # U(-h, h) has mean 0 and variance h^2/3; 5 standard errors of tolerance
+    n = 20000
+    for draws, h in ((layer.last_scale - 1, 0.5), (layer.last_shift, 0.4)):
+        assert abs(draws.mean().item()) < 5 * h / (3 * n) ** 0.5
+        assert abs(draws.var().item() - h * h / 3) < 5 * h * h * (4 / 45 / n) ** 0.5
+
+
+def test_scale_shift_noise_is_the_identity_in_eval_and_rejects_bad_input():
+    layer = norm.ScaleShiftNoise(3).eval()
+    x = torch.randn(1, 3)
+    assert layer(x) is x
+    with pytest.raises(ValueError, match=r"x must have shape \(batch, 3\), got \(2, 4\)"):
+        layer(torch.randn(2, 4))
+    with pytest.raises(TypeError, match="generator must be a torch.Generator or None, got int"):
+        norm.ScaleShiftNoise(3, generator=0)
+    with pytest.raises(ValueError, match=r"scale_noise must be in \[0, 1\), got 1"):
+        norm.ScaleShiftNoise(3, scale_noise=1)
+
+
+# ---------------------------------------------------------------- quantiles of a unit's input
+
+
+def test_unit_quantiles_match_torch_quantile_on_training_passes_only():
+    model = nn.Sequential(nn.Linear(3, 4), nn.Sigmoid())
+    xs = [torch.randn(16, 3) for _ in range(6)]
+    with norm.UnitQuantiles(model[1], unit=2, every=2) as rec:
+        for x in xs:
+            model(x)
+        with torch.no_grad():
+            model(xs[0])          # evaluation pass without gradients: skipped
+        model.eval()
+        model(xs[0])              # eval mode: skipped
+    model.train()
+    model(xs[0])                  # after the block: the hook is gone
+    assert rec.steps == [2, 4, 6]
+    expected = torch.stack([torch.quantile(model[0](xs[i])[:, 2].detach().double(),
+                                           torch.tensor([0.15, 0.5, 0.85], dtype=f64))
+                            for i in (1, 3, 5)])
+    torch.testing.assert_close(rec.values, expected)
+
+
+def test_unit_quantiles_argument_errors():
+    sig = nn.Sigmoid()
+    with pytest.raises(ValueError, match="unit must be an int >= 0"):
+        norm.UnitQuantiles(sig, unit=-1)
+    with pytest.raises(ValueError, match=r"quantiles must be in \[0, 1\], got 1.5"):
+        norm.UnitQuantiles(sig, unit=0, quantiles=(0.5, 1.5))
+    with pytest.raises(TypeError, match="module must be a torch.nn.Module"):
+        norm.UnitQuantiles("sigmoid", unit=0)
+    with norm.UnitQuantiles(sig, unit=5) as rec, pytest.raises(ValueError, match="unit must index a column"):
+        sig(torch.randn(4, 3).requires_grad_())
+    assert rec.values.shape == (0, 3)

@@ -21,13 +21,16 @@ NORMS = (None, "batch", "layer")
 NORM_POSITIONS = ("before", "after")
 
 Initializer = Callable[[nn.Linear], None]
+#: A callable ``features -> nn.Module`` building a hidden layer's normalisation (any custom layer).
+NormFactory = Callable[[int], nn.Module]
 
 
 class HiddenLayer(nn.Module):
     """One hidden layer: ``Linear → [norm] → activation``, optionally with a skip connection."""
 
     def __init__(self, in_features: int, out_features: int, activation: str, *, bias: bool = True,
-                 norm: str | None = None, norm_position: str = "before", residual: bool = False):
+                 norm: str | NormFactory | None = None, norm_position: str = "before",
+                 residual: bool = False):
         super().__init__()
         if residual and in_features != out_features:
             raise ValueError(f"residual needs in_features == out_features, got {in_features} and {out_features}")
@@ -46,7 +49,13 @@ class HiddenLayer(nn.Module):
         return x + out if self.residual else out
 
 
-def _make_norm(norm: str | None, features: int) -> nn.Module:
+def _make_norm(norm: str | NormFactory | None, features: int) -> nn.Module:
+    if callable(norm):
+        module = norm(features)
+        if not isinstance(module, nn.Module):
+            raise TypeError(f"norm, when callable, must return an nn.Module for {features} features, "
+                            f"got {type(module).__name__}")
+        return module
     if norm is None:
         return nn.Identity()
     if norm == "batch":
@@ -74,7 +83,9 @@ class MLP(nn.Module):
     bias:
         Whether the linear layers have biases.
     norm:
-        ``None``, ``"batch"`` (``nn.BatchNorm1d``) or ``"layer"`` (``nn.LayerNorm``) in every hidden layer.
+        ``None``, ``"batch"`` (``nn.BatchNorm1d``) or ``"layer"`` (``nn.LayerNorm``) in every hidden layer,
+        or a callable ``features -> nn.Module`` that builds each hidden layer's normalisation (e.g.
+        ``deepgrad.normalization.BatchNorm`` or ``lambda c: NoisyBatchNorm(c, generator=g)``).
     norm_position:
         ``"before"`` the nonlinearity (as in Ioffe & Szegedy, 2015) or ``"after"`` it.
     residual:
@@ -83,14 +94,16 @@ class MLP(nn.Module):
 
     def __init__(self, in_features: int, out_features: int, *, width: int = 64, depth: int = 3,
                  activation: str = "relu", init: Initializer | None = None, bias: bool = True,
-                 norm: str | None = None, norm_position: str = "before", residual: bool = False):
+                 norm: str | NormFactory | None = None, norm_position: str = "before",
+                 residual: bool = False):
         super().__init__()
         positive_int("in_features", in_features)
         positive_int("out_features", out_features)
         positive_int("width", width)
         positive_int("depth", depth)
         self.activation_name = activations.get(activation).name
-        one_of("norm", norm, NORMS)
+        if not callable(norm):
+            one_of("norm", norm, NORMS)
         one_of("norm_position", norm_position, NORM_POSITIONS)
         if not isinstance(residual, bool):
             raise TypeError(f"residual must be True or False, got {residual!r}")

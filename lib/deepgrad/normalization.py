@@ -18,7 +18,10 @@ hand-written :func:`batch_norm_backward`; the tests check it against ``nn.BatchN
 ``torch.autograd.gradcheck``. :func:`layer_norm_forward` normalises each example over its features
 instead (layer normalisation, Ba, Kiros & Hinton, 2016), which works with a batch of one and in
 recurrent networks. :class:`NoisyBatchNorm` injects a random per-unit scale and shift after batch
-normalisation, for the "noisy BatchNorm" experiment of Santurkar et al. (2018).
+normalisation, for the "noisy BatchNorm" experiment of Santurkar et al. (2018), and
+:class:`ScaleShiftNoise` injects the same noise without normalising (the experiment's control).
+:class:`UnitQuantiles` records the percentiles of one unit's input over training (Ioffe & Szegedy,
+2015, Figure 1).
 """
 
 from __future__ import annotations
@@ -258,6 +261,51 @@ class BatchNorm(nn.Module):
         self.num_batches_tracked.zero_()
 
 
+def _uniform_noise(num_features: int, half_width: float, x: Tensor, generator: torch.Generator | None) -> Tensor:
+    """``num_features`` draws from U(−half_width, half_width), from ``generator``, on x's device and dtype."""
+    device = generator.device if generator is not None else x.device
+    u = torch.rand(num_features, generator=generator, dtype=x.dtype, device=device)
+    return ((2 * u - 1) * half_width).to(x.device)
+
+
+def _check_generator(generator) -> torch.Generator | None:
+    if generator is not None and not isinstance(generator, torch.Generator):
+        raise TypeError(f"generator must be a torch.Generator or None, got {type(generator).__name__}")
+    return generator
+
+
+class ScaleShiftNoise(nn.Module):
+    """The noise of :class:`NoisyBatchNorm` without the batch normalisation: output_j = s_j x_j + m_j.
+
+    At each training forward pass, for each unit j, s_j ~ U(1 − scale_noise, 1 + scale_noise) and
+    m_j ~ U(−shift_noise, shift_noise), the same for every example of the batch; the identity in
+    evaluation mode. The control of Santurkar et al. (2018)'s noisy-BatchNorm experiment: the same
+    injected "covariate shift" in a network that has no normalisation to absorb it. The latest draws
+    are kept in ``last_scale`` and ``last_shift``.
+    """
+
+    def __init__(self, num_features: int, *, scale_noise: float = 0.5, shift_noise: float = 0.5,
+                 generator: torch.Generator | None = None):
+        super().__init__()
+        self.num_features = positive_int("num_features", num_features)
+        self.scale_noise = fraction("scale_noise", scale_noise, open_low=False, open_high=True)
+        self.shift_noise = non_negative("shift_noise", shift_noise)
+        self.generator = _check_generator(generator)
+        self.last_scale: Tensor | None = None
+        self.last_shift: Tensor | None = None
+
+    def extra_repr(self) -> str:
+        return f"{self.num_features}, scale_noise={self.scale_noise}, shift_noise={self.shift_noise}"
+
+    def forward(self, x: Tensor) -> Tensor:
+        _check_batch(x, self.num_features, training=False)
+        if not self.training:
+            return x
+        self.last_scale = 1 + _uniform_noise(self.num_features, self.scale_noise, x, self.generator)
+        self.last_shift = _uniform_noise(self.num_features, self.shift_noise, x, self.generator)
+        return x * self.last_scale + self.last_shift
+
+
 class NoisyBatchNorm(BatchNorm):
     """Batch norm followed by a random per-unit scale and shift, redrawn at every training step.
 
@@ -284,9 +332,7 @@ class NoisyBatchNorm(BatchNorm):
         super().__init__(num_features, eps, momentum, affine)
         self.scale_noise = fraction("scale_noise", scale_noise, open_low=False, open_high=True)
         self.shift_noise = non_negative("shift_noise", shift_noise)
-        if generator is not None and not isinstance(generator, torch.Generator):
-            raise TypeError(f"generator must be a torch.Generator or None, got {type(generator).__name__}")
-        self.generator = generator
+        self.generator = _check_generator(generator)
         self.last_scale: Tensor | None = None
         self.last_shift: Tensor | None = None
 
@@ -294,9 +340,7 @@ class NoisyBatchNorm(BatchNorm):
         return f"{super().extra_repr()}, scale_noise={self.scale_noise}, shift_noise={self.shift_noise}"
 
     def _uniform(self, half_width: float, x: Tensor) -> Tensor:
-        device = self.generator.device if self.generator is not None else x.device
-        u = torch.rand(self.num_features, generator=self.generator, dtype=x.dtype, device=device)
-        return ((2 * u - 1) * half_width).to(x.device)
+        return _uniform_noise(self.num_features, half_width, x, self.generator)
 
     def forward(self, x: Tensor) -> Tensor:
         y = super().forward(x)
@@ -307,11 +351,77 @@ class NoisyBatchNorm(BatchNorm):
         return y * self.last_scale + self.last_shift
 
 
+class UnitQuantiles:
+    """Record quantiles of one unit's *input* to a module at every training step.
+
+    Ioffe & Szegedy (2015, Figure 1) followed the 15th, 50th and 85th percentiles of the input of
+    one sigmoid over training. Used as a context manager around a training loop::
+
+        with UnitQuantiles(model.hidden[-1].activation, unit=0) as q:
+            fit(model, ...)
+        q.steps, q.values          # forward passes recorded, tensor (len(steps), len(quantiles))
+
+    A forward pass is recorded when the module is in training mode and gradients are enabled (so
+    evaluation passes are skipped), every ``every``-th such pass, counting from 1. The quantiles
+    are taken over the examples of that pass's batch (``torch.quantile``, linear interpolation).
+    """
+
+    def __init__(self, module: nn.Module, unit: int, quantiles: tuple[float, ...] = (0.15, 0.5, 0.85),
+                 every: int = 1):
+        if not isinstance(module, nn.Module):
+            raise TypeError(f"module must be a torch.nn.Module, got {type(module).__name__}")
+        if isinstance(unit, bool) or not isinstance(unit, int) or unit < 0:
+            raise ValueError(f"unit must be an int >= 0 (a column of the module's input), got {unit!r}")
+        self.quantiles = tuple(fraction("quantiles", q, open_low=False, open_high=False) for q in quantiles)
+        if not self.quantiles:
+            raise ValueError("quantiles must hold at least one number in [0, 1], got none")
+        self.module = module
+        self.unit = unit
+        self.every = positive_int("every", every)
+        self.steps: list[int] = []
+        self._rows: list[Tensor] = []
+        self._passes = 0
+        self._handle = None
+
+    def _hook(self, module, inputs, output) -> None:
+        if not (module.training and torch.is_grad_enabled()):
+            return
+        self._passes += 1
+        if self._passes % self.every:
+            return
+        x = inputs[0].detach()
+        if x.ndim != 2 or self.unit >= x.shape[1]:
+            raise ValueError(f"unit must index a column of the module's (batch, features) input, got unit "
+                             f"{self.unit} for an input of shape {tuple(x.shape)}")
+        column = x[:, self.unit].double()
+        self._rows.append(torch.quantile(column, torch.tensor(self.quantiles, dtype=column.dtype,
+                                                              device=column.device)).cpu())
+        self.steps.append(self._passes)
+
+    @property
+    def values(self) -> Tensor:
+        """The recorded quantiles, one row per recorded pass, one column per quantile (float64)."""
+        if not self._rows:
+            return torch.empty(0, len(self.quantiles), dtype=torch.float64)
+        return torch.stack(self._rows)
+
+    def __enter__(self) -> UnitQuantiles:
+        self._handle = self.module.register_forward_hook(self._hook)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self._handle is not None:
+            self._handle.remove()
+            self._handle = None
+
+
 __all__ = [
     "BatchNorm",
     "BatchNormCache",
     "BatchNormFunction",
     "NoisyBatchNorm",
+    "ScaleShiftNoise",
+    "UnitQuantiles",
     "batch_norm_backward",
     "batch_norm_eval",
     "batch_norm_forward",
