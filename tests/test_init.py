@@ -373,3 +373,115 @@ def test_argument_errors_name_the_argument():
         init.constant_(w, float("nan"))
     with pytest.raises(ValueError, match="zero fan_in"):
         init.lecun_normal_(torch.empty(4, 0))
+
+
+# --- variance by formula, recommendations, signal profiles ----------------------------------------
+
+@pytest.mark.parametrize("shape", SHAPES)
+@pytest.mark.parametrize("name", SCALED)
+def test_variance_is_the_formula_and_the_draws(name, shape):
+    assert init.variance(name, torch.empty(shape)) == pytest.approx(formula(name, shape), rel=1e-12)
+    theirs = torch_counterpart(name)(torch.empty(shape), generator=gen(31))
+    check_sample(theirs, init.variance(name, torch.empty(shape)), name in NORMAL)
+
+
+@pytest.mark.parametrize("shape", SHAPES)
+def test_variance_with_gains_and_modes(shape):
+    fan_in, fan_out = expected_fans(shape)
+    t = torch.empty(shape)
+    assert init.variance("xavier_uniform", t, gain=3.0) == pytest.approx(9 * 2 / (fan_in + fan_out))
+    assert init.variance("he_normal", t, activation="tanh") == pytest.approx((5 / 3) ** 2 / fan_in)
+    assert init.variance("he_uniform", t, mode="fan_out") == pytest.approx(2 / fan_out)
+    assert init.variance("he_normal", t, activation="leaky_relu", param=0.2) == pytest.approx(
+        2 / (1 + 0.04) / fan_in)
+
+
+@pytest.mark.parametrize("shape", SHAPES)
+@pytest.mark.parametrize("g", [1.0, 1.5])
+def test_variance_of_orthogonal_is_its_mean_square_entry(shape, g):
+    w = nn.init.orthogonal_(torch.empty(shape, dtype=torch.float64), gain=g, generator=gen(32))
+    assert init.variance("orthogonal", w, gain=g) == pytest.approx(w.pow(2).mean().item(), rel=1e-10)
+
+
+def test_variance_argument_errors():
+    with pytest.raises(ValueError, match="scheme must be one of .*got 'normal'"):
+        init.variance("normal", torch.empty(4, 4))
+    with pytest.raises(TypeError, match="draws nothing"):
+        init.variance("he_normal", torch.empty(4, 4), generator=gen(0))
+    with pytest.raises(TypeError, match="variance\\('lecun_normal'\\)"):
+        init.variance("lecun_normal", torch.empty(4, 4), gain=2.0)
+
+
+def test_recommended_schemes_make_chi_one_except_for_the_sigmoid():
+    from deepgrad import propagation
+    t = torch.empty(256, 256)
+    for activation in init.RECOMMENDED:
+        scheme, kwargs = init.recommended(activation)
+        assert scheme in init.SCHEMES
+        weight_var = init.variance(scheme, t, **kwargs) * 256  # sigma_w^2
+        if activation in ("identity", "relu", "tanh"):
+            chi = propagation.factor_at_fixed_point(activation, weight_var)
+            assert chi == pytest.approx(1.0, abs=1e-6), activation
+    chi_sigmoid = propagation.factor_at_fixed_point("sigmoid", init.variance("xavier_normal", t) * 256)
+    assert chi_sigmoid < 0.1
+    kwargs = init.recommended("relu")[1]
+    kwargs["activation"] = "tanh"  # a copy: the registry is unchanged
+    assert init.RECOMMENDED["relu"][1] == {"activation": "relu"}
+    with pytest.raises(ValueError, match="activation must be one of"):
+        init.recommended("swish")
+
+
+def _independent_profile(activation, scheme_torch, depth, width, batch, seed):
+    """The same stack built from nn.Linear, torch.nn.init and autograd hooks."""
+    g = gen(seed)
+    layers = [nn.Linear(width, width, bias=False).double() for _ in range(depth)]
+    for layer in layers:
+        scheme_torch(layer.weight, generator=g)
+    x = torch.randn(batch, width, generator=g, dtype=torch.float64)
+    u = torch.randn(batch, width, generator=g, dtype=torch.float64) / math.sqrt(width)
+    f = {"tanh": torch.tanh, "relu": torch.relu, "identity": lambda z: z}[activation]
+    zs, a_std, a = [], [], x
+    for layer in layers:
+        z = layer(a)
+        z.retain_grad()
+        zs.append(z)
+        a = f(z)
+        a_std.append(a.std().item())
+    (a * u).sum().backward()
+    return a_std, [z.grad.std().item() for z in zs]
+
+
+@pytest.mark.parametrize("activation,scheme", [("tanh", "xavier_normal"), ("relu", "he_uniform"),
+                                               ("identity", "orthogonal"), ("relu", "pytorch_default")])
+def test_signal_profile_against_nn_linear_and_autograd(activation, scheme):
+    prof = init.signal_profile(activation, scheme, depth=6, width=32, batch=16, generator=gen(40))
+    a_std, d_std = _independent_profile(activation, torch_counterpart(scheme) if scheme != "orthogonal"
+                                        else nn.init.orthogonal_, 6, 32, 16, 40)
+    torch.testing.assert_close(prof.activation_std, torch.tensor(a_std, dtype=torch.float64))
+    torch.testing.assert_close(prof.gradient_std, torch.tensor(d_std, dtype=torch.float64))
+    assert prof.activation == activation and prof.scheme == scheme
+
+
+def test_signal_profile_follows_the_variance_argument():
+    # He keeps a ReLU stack's scale; PyTorch's default loses a factor sqrt(6) per layer in the
+    # second moment of z (chi = 1/6), so the activations' std shrinks by about 6^(-1/2) a layer.
+    he = init.signal_profile("relu", "he_normal", depth=20, width=256, generator=gen(41))
+    default = init.signal_profile("relu", "pytorch_default", depth=20, width=256, generator=gen(41))
+    assert 0.5 < (he.activation_std[-1] / he.activation_std[0]).item() < 2
+    assert 0.5 < (he.gradient_std[0] / he.gradient_std[-1]).item() < 2
+    per_layer = (default.activation_std[-1] / default.activation_std[0]).item() ** (1 / 19)
+    assert per_layer == pytest.approx(6 ** -0.5, rel=0.05)
+    # an orthogonal linear stack keeps every example's norm exactly
+    ortho = init.signal_profile("identity", "orthogonal", depth=30, width=64, generator=gen(42))
+    assert (ortho.activation_std[-1] / ortho.activation_std[0]).item() == pytest.approx(1, rel=0.05)
+
+
+def test_signal_profile_argument_errors():
+    with pytest.raises(ValueError, match="activation must be one of"):
+        init.signal_profile("softmax", "he_normal", depth=2, width=4)
+    with pytest.raises(ValueError, match="scheme must be one of"):
+        init.signal_profile("relu", "glorot", depth=2, width=4)
+    with pytest.raises(ValueError, match="depth must be an int >= 1"):
+        init.signal_profile("relu", "he_normal", depth=0, width=4)
+    with pytest.raises(TypeError):
+        init.signal_profile("relu", "normal", depth=2, width=4)  # normal needs std=

@@ -26,7 +26,10 @@ Each function fills its tensor in place under ``torch.no_grad()``, returns it, a
 touching the global random state. :data:`SCHEMES` and :func:`get` name them; :func:`for_linear` turns
 one into the ``init=`` callable of :class:`deepgrad.models.MLP`; :func:`pytorch_default_linear_`
 reproduces what ``nn.Linear`` does when nobody asks; :func:`product_singular_values` shows why
-orthogonal matrices, not merely variance-preserving ones, make a deep linear map an isometry.
+orthogonal matrices, not merely variance-preserving ones, make a deep linear map an isometry;
+:func:`variance` gives a scheme's Var(W_ij) from its formula, :data:`RECOMMENDED` the scheme for each
+activation, and :func:`signal_profile` the per-layer size of activations and gradients in a random
+stack initialised by any scheme.
 """
 
 from __future__ import annotations
@@ -34,11 +37,13 @@ from __future__ import annotations
 import inspect
 import math
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import torch
 from torch import Tensor, nn
 
+from deepgrad import activations
 from deepgrad._checks import non_negative, one_of, positive_int
 from deepgrad.activations import LEAKY_SLOPE, PRELU_INIT
 
@@ -406,3 +411,125 @@ def product_singular_values(depth: int, size: int, scheme: str,
             orthogonal_(w, generator=generator)
         product = w @ product
     return torch.linalg.svdvals(product)
+
+
+# ----------------------------------------------------------------------------------------------
+# Variances by formula, recommendations, and signal propagation through a random stack
+# ----------------------------------------------------------------------------------------------
+
+#: Schemes whose variance :func:`variance` gives from the tensor's fans alone (plus a gain).
+_FAN_SCHEMES = ("xavier_normal", "xavier_uniform", "he_normal", "he_uniform", "lecun_normal", "lecun_uniform",
+                "orthogonal", "pytorch_default")
+
+
+def variance(name: str, tensor: Tensor, **kwargs: Any) -> float:
+    """Var(W_ij) that scheme ``name`` gives ``tensor``, from the formula (no draw is made).
+
+    xavier_*: gain² · 2/(fan_in + fan_out); he_*: gain(activation, param)² / fan (``mode``);
+    lecun_*: 1/fan_in; pytorch_default: 1/(3 · fan_in); orthogonal: gain² / max(rows, cols), the
+    mean square entry of gain × a matrix with orthonormal rows or columns (gain²/fan_in for a square
+    one). ``kwargs`` are the scheme's own (``gain=``, ``activation=``, ``param=``, ``mode=``);
+    a ``generator`` is not needed and not accepted. The tests compare each value with the sample
+    variance of the scheme's draws and with ``torch.nn.init``'s.
+    """
+    one_of("scheme", name, _FAN_SCHEMES)
+    _tensor("tensor", tensor)
+    if "generator" in kwargs:
+        raise TypeError("variance() draws nothing: do not pass a generator")
+    try:
+        inspect.signature(SCHEMES[name]).bind(tensor, **kwargs)
+    except TypeError as error:
+        raise TypeError(f"variance({name!r}): {error}") from None
+    if name.startswith("xavier"):
+        return xavier_std(tensor, kwargs.get("gain", 1.0)) ** 2
+    if name.startswith("he"):
+        return he_std(tensor, **kwargs) ** 2
+    if name.startswith("lecun"):
+        return 1.0 / _fan(tensor, "fan_in")
+    if name == "pytorch_default":
+        return he_std(tensor, "leaky_relu", PYTORCH_DEFAULT_SLOPE, "fan_in") ** 2
+    rows = tensor.size(0)  # orthogonal
+    cols = tensor.numel() // rows if rows else 0
+    if rows == 0 or cols == 0:
+        raise ValueError(f"tensor has no entries (shape {tuple(tensor.shape)}): no variance to speak of")
+    return non_negative("gain", kwargs.get("gain", 1.0)) ** 2 / max(rows, cols)
+
+
+#: The scheme this book recommends for each activation, with its keyword arguments: the one whose
+#: variance makes χ = 1 for linear layers (LeCun, Glorot), for rectifiers (He) and for SELU (LeCun,
+#: as Klambauer et al. derive). For tanh, Glorot's scheme (gain 1, the linearisation at 0) is the
+#: paper's; torch suggests a gain of 5/3. No scheme rescues the sigmoid: its critical σ_w² is near 100.
+RECOMMENDED: dict[str, tuple[str, dict[str, Any]]] = {
+    "identity": ("lecun_normal", {}),
+    "tanh": ("xavier_normal", {}),
+    "sigmoid": ("xavier_normal", {}),
+    "relu": ("he_normal", {"activation": "relu"}),
+    "leaky_relu": ("he_normal", {"activation": "leaky_relu"}),
+    "selu": ("lecun_normal", {}),
+}
+
+
+def recommended(activation: str) -> tuple[str, dict[str, Any]]:
+    """``(scheme, kwargs)`` of :data:`RECOMMENDED` for ``activation`` (a copy of the kwargs)."""
+    if not isinstance(activation, str):
+        raise TypeError(f"activation must be a name (str), one of {', '.join(RECOMMENDED)}; got {activation!r}")
+    one_of("activation", activation, RECOMMENDED)
+    scheme, kwargs = RECOMMENDED[activation]
+    return scheme, dict(kwargs)
+
+
+@dataclass(frozen=True)
+class SignalProfile:
+    """What :func:`signal_profile` measured, one value per hidden layer l = 1..depth (float64 tensors).
+
+    ``activation_std``: standard deviation of a^l over examples and units.
+    ``gradient_std``: standard deviation of δ^l = ∂L/∂z^l over examples and units (its mean is ~0).
+    """
+
+    activation: str
+    scheme: str
+    activation_std: Tensor
+    gradient_std: Tensor
+
+
+def _layer_weights(scheme: str, depth: int, width: int, generator: torch.Generator | None,
+                   dtype: torch.dtype, kwargs: dict[str, Any]) -> list[Tensor]:
+    fill = get(scheme)
+    return [fill(torch.empty(width, width, dtype=dtype), generator=generator, **kwargs) for _ in range(depth)]
+
+
+def signal_profile(activation: str, scheme: str, *, depth: int, width: int, batch: int = 256,
+                   generator: torch.Generator | None = None, dtype: torch.dtype = torch.float64,
+                   **scheme_kwargs: Any) -> SignalProfile:
+    """Forward and back-propagate a batch through a random stack initialised by ``scheme``.
+
+    The stack: ``depth`` square layers of ``width`` units, z^l = a^{l-1} (W^l)ᵀ, a^l = f(z^l), no
+    biases, each W^l filled in turn by ``get(scheme)(W, generator=generator, **scheme_kwargs)``.
+    The input a^0 holds ``batch`` standard Gaussian vectors; the loss is a random linear readout
+    L = Σ_b u_b · a^depth_b with u_b ~ N(0, I/width) drawn per example (as in
+    :func:`deepgrad.propagation.random_mlp_stats`), so the gradient leaves the top with the size
+    of one more LeCun-initialised layer. Weights are drawn first, then the input, then the
+    readout, all from ``generator``. Non-finite values are returned as they are.
+    """
+    activations.get(activation)
+    get(scheme)
+    positive_int("depth", depth)
+    positive_int("width", width)
+    positive_int("batch", batch)
+    one_of("dtype", dtype, (torch.float32, torch.float64))
+    act = activations.get(activation)
+    weights = _layer_weights(scheme, depth, width, generator, dtype, scheme_kwargs)
+    x = torch.randn(batch, width, generator=generator, dtype=dtype)
+    readout = torch.randn(batch, width, generator=generator, dtype=dtype) / math.sqrt(width)
+    zs, a, stds = [], x, []
+    for w in weights:
+        z = (a @ w.T).requires_grad_(True)
+        zs.append(z)
+        a = act.fn(z)
+        stds.append(a.detach().double().std())
+    grads = torch.autograd.grad((a * readout).sum(), zs)
+    return SignalProfile(
+        activation=act.name, scheme=scheme,
+        activation_std=torch.stack(stds),
+        gradient_std=torch.stack([g.double().std() for g in grads]),
+    )
