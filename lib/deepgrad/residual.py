@@ -1,0 +1,265 @@
+"""Residual blocks and residual MLPs: the shortcut x + F(x), and the plain net it is compared with.
+
+A residual block computes ``x + F(x)``: its input, carried unchanged by the *shortcut* (or skip
+connection), plus a *residual branch* F of two linear layers. Its Jacobian is ``I + ∂F/∂x``, so the
+back-propagated gradient always has one path on which nothing multiplies it.
+
+Three kinds of block, each with two linear layers of ``width`` units and (by default) batch norm:
+
+- ``"post"``: He et al. (2016, "Deep residual learning"), the original, post-activation block
+  ``x ↦ relu(x + BN(W₂ relu(BN(W₁ x))))``; the ReLU after the addition sits on the shortcut path.
+- ``"pre"``: He et al. (2016, "Identity mappings in deep residual networks"), the pre-activation
+  block ``x ↦ x + W₂ relu(BN(W₁ relu(BN(x))))``; the shortcut is a pure identity from block to block.
+- ``"plain"``: the post-activation block without its shortcut, ``x ↦ relu(BN(W₂ relu(BN(W₁ x))))``,
+  the "plain" network of He et al. (2016) with the same layers and parameters.
+
+Knobs of the shortcut and the branch: ``shortcut_scale`` λ and ``branch_scale`` μ give
+``λ·x + μ·F(x)`` (the "constant scaling" experiment of the identity-mappings paper, λ = μ = 0.5);
+``rezero=True`` multiplies the branch by a learned scalar α that starts at 0 (Bachlechner et al.,
+2020), so that every block is the identity at initialisation, the idea behind ReZero and Fixup
+(Zhang et al., 2019).
+
+:class:`ResidualMLP` stacks ``blocks`` blocks between a linear stem (input → width) and a linear
+output layer: ``2·blocks + 2`` linear layers in all, counted like He et al. (2016) count the
+weighted layers of their 6n + 2-layer CIFAR networks.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+
+import torch
+from torch import Tensor, nn
+
+from deepgrad._checks import non_negative, one_of, positive_int
+
+#: Kinds of block: He et al.'s post-activation, the identity-mappings pre-activation, no shortcut.
+KINDS = ("post", "pre", "plain")
+
+
+def _norm(width: int, norm: bool) -> nn.Module:
+    return nn.BatchNorm1d(width) if norm else nn.Identity()
+
+
+def _flag(name: str, value: object) -> bool:
+    if not isinstance(value, bool):
+        raise TypeError(f"{name} must be True or False, got {value!r}")
+    return value
+
+
+class ResidualBlock(nn.Module):
+    """One block of two linear layers, with or without the shortcut (see the module docstring).
+
+    Parameters
+    ----------
+    width:
+        Units of the block's input, of its hidden layer and of its output (the shortcut is the
+        identity, so they are equal).
+    kind:
+        ``"post"`` (He et al., 2016), ``"pre"`` (He et al., 2016, identity mappings) or ``"plain"``
+        (the post-activation block without the shortcut).
+    norm:
+        Batch norm where the papers put it (``True``), or none (``False``).
+    shortcut_scale, branch_scale:
+        λ and μ in ``λ·x + μ·F(x)`` (both 1 in ResNets). Not allowed for ``"plain"``, which has no
+        sum.
+    rezero:
+        Multiply the branch by a learned scalar ``alpha`` initialised to 0 (ReZero, Bachlechner et
+        al., 2020): the block starts as the identity (``"pre"``) or as ``relu`` (``"post"``).
+    """
+
+    def __init__(self, width: int, kind: str = "post", *, norm: bool = True, shortcut_scale: float = 1.0,
+                 branch_scale: float = 1.0, rezero: bool = False):
+        super().__init__()
+        positive_int("width", width)
+        one_of("kind", kind, KINDS)
+        _flag("norm", norm)
+        _flag("rezero", rezero)
+        non_negative("shortcut_scale", shortcut_scale)
+        non_negative("branch_scale", branch_scale)
+        if kind == "plain" and (shortcut_scale != 1 or branch_scale != 1 or rezero):
+            raise ValueError("a 'plain' block has no shortcut: shortcut_scale, branch_scale and rezero "
+                             "need kind='post' or 'pre'")
+        self.kind = kind
+        self.width = width
+        self.shortcut_scale = float(shortcut_scale)
+        self.branch_scale = float(branch_scale)
+        self.linear1 = nn.Linear(width, width)
+        self.linear2 = nn.Linear(width, width)
+        self.norm1 = _norm(width, norm)
+        self.norm2 = _norm(width, norm)
+        self.alpha = nn.Parameter(torch.zeros(())) if rezero else None
+
+    @property
+    def has_shortcut(self) -> bool:
+        """Whether the block adds its input to the branch (``False`` only for ``"plain"``)."""
+        return self.kind != "plain"
+
+    def branch(self, x: Tensor) -> Tensor:
+        """The residual branch F(x), with the scales μ and α applied (and no final ReLU for "post")."""
+        if self.kind == "pre":
+            out = self.linear2(torch.relu(self.norm2(self.linear1(torch.relu(self.norm1(x))))))
+        else:
+            out = self.norm2(self.linear2(torch.relu(self.norm1(self.linear1(x)))))
+        if self.branch_scale != 1:
+            out = self.branch_scale * out
+        if self.alpha is not None:
+            out = self.alpha * out
+        return out
+
+    def forward(self, x: Tensor) -> Tensor:
+        f = self.branch(x)
+        if self.kind == "plain":
+            return torch.relu(f)
+        total = (self.shortcut_scale * x if self.shortcut_scale != 1 else x) + f
+        return torch.relu(total) if self.kind == "post" else total
+
+    def extra_repr(self) -> str:
+        extra = "" if self.shortcut_scale == 1 else f", shortcut_scale={self.shortcut_scale:g}"
+        extra += "" if self.branch_scale == 1 else f", branch_scale={self.branch_scale:g}"
+        extra += ", rezero=True" if self.alpha is not None else ""
+        return f"width={self.width}, kind={self.kind!r}{extra}"
+
+
+class ResidualMLP(nn.Module):
+    """A stem, ``blocks`` residual (or plain) blocks and a linear output: ``2·blocks + 2`` linear layers.
+
+    The stem is ``relu(BN(W x))`` (input → ``width``) for ``"post"`` and ``"plain"`` blocks and a bare
+    linear map for ``"pre"`` blocks, which then end with ``relu(BN(·))`` before the output layer, as
+    in He et al. (2016, identity mappings). Keyword arguments other than ``in_features``,
+    ``out_features``, ``width`` and ``blocks`` go to every :class:`ResidualBlock`.
+    """
+
+    def __init__(self, in_features: int, out_features: int, *, width: int = 64, blocks: int = 3,
+                 kind: str = "post", norm: bool = True, shortcut_scale: float = 1.0,
+                 branch_scale: float = 1.0, rezero: bool = False):
+        super().__init__()
+        positive_int("in_features", in_features)
+        positive_int("out_features", out_features)
+        positive_int("width", width)
+        positive_int("blocks", blocks)
+        one_of("kind", kind, KINDS)
+        _flag("norm", norm)
+        self.kind = kind
+        self.stem = nn.Linear(in_features, width)
+        self.stem_norm = _norm(width, norm) if kind != "pre" else nn.Identity()
+        self.blocks = nn.ModuleList(
+            ResidualBlock(width, kind, norm=norm, shortcut_scale=shortcut_scale,
+                          branch_scale=branch_scale, rezero=rezero)
+            for _ in range(blocks)
+        )
+        self.final_norm = _norm(width, norm) if kind == "pre" else nn.Identity()
+        self.output = nn.Linear(width, out_features)
+
+    @classmethod
+    def with_layers(cls, in_features: int, out_features: int, layers: int, **kwargs) -> ResidualMLP:
+        """The network with ``layers`` linear layers in all (an even number >= 4): ``(layers - 2) / 2`` blocks."""
+        positive_int("layers", layers, minimum=4)
+        if layers % 2:
+            raise ValueError(f"layers must be even (two per block plus the stem and the output), got {layers}")
+        return cls(in_features, out_features, blocks=(layers - 2) // 2, **kwargs)
+
+    def forward(self, x: Tensor) -> Tensor:
+        x = self.stem(x)
+        if self.kind != "pre":
+            x = torch.relu(self.stem_norm(x))
+        for block in self.blocks:
+            x = block(x)
+        if self.kind == "pre":
+            x = torch.relu(self.final_norm(x))
+        return self.output(x)
+
+    @property
+    def n_layers(self) -> int:
+        """Number of linear layers, ``2·blocks + 2``."""
+        return 2 * len(self.blocks) + 2
+
+    def linear_layers(self) -> list[nn.Linear]:
+        """Every linear layer, from the input side to the output."""
+        inner = [layer for block in self.blocks for layer in (block.linear1, block.linear2)]
+        return [self.stem, *inner, self.output]
+
+
+def block_input_gradients(model: ResidualMLP, x: Tensor, y: Tensor) -> list[float]:
+    """‖∂L/∂x_l‖ at the input x_l of every block l (first block first) and at the output of the last.
+
+    One forward and backward pass of the mean cross-entropy on ``(x, y)``; the back-propagated
+    gradient at the ``blocks + 1`` points between blocks, the quantity whose product over blocks is
+    ∏ (I + ∂F/∂x) for a residual stack. Parameters are untouched; their ``.grad`` is left as it was
+    before the call. Batch norm in training mode updates its running statistics, as in training.
+    """
+    if not isinstance(model, ResidualMLP):
+        raise TypeError(f"model must be a ResidualMLP, got {type(model).__name__}")
+    kept: list[Tensor] = []
+
+    def keep_input(module, inputs):
+        kept.append(inputs[0])
+
+    def keep_output(module, inputs, output):
+        kept.append(output)
+
+    handles = [block.register_forward_pre_hook(keep_input) for block in model.blocks]
+    handles.append(model.blocks[-1].register_forward_hook(keep_output))
+    saved = [p.grad for p in model.parameters()]
+    try:
+        loss = nn.functional.cross_entropy(model(x), y)
+        grads = torch.autograd.grad(loss, kept, allow_unused=True)
+    finally:
+        for h in handles:
+            h.remove()
+        for p, g in zip(model.parameters(), saved, strict=True):
+            p.grad = g
+    return [math.nan if g is None else float(torch.linalg.vector_norm(g.double())) for g in grads]
+
+
+def freeze_batch_statistics(model: nn.Module, x: Tensor) -> nn.Module:
+    """Set every batch norm's running statistics to those of the batch ``x``, then switch to eval mode.
+
+    One forward pass in training mode with cumulative averaging (``momentum=None``) on freshly reset
+    statistics makes each ``nn.BatchNorm1d`` store the mean and (unbiased) variance of its input
+    over ``x``. In evaluation mode the model then normalises exactly as it did for ``x`` in training
+    mode (up to the n/(n − 1) variance correction), but every example's output depends on that example
+    alone, so per-example input gradients are defined. Returns the model, in evaluation mode.
+    """
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+    norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    saved = [m.momentum for m in norms]
+    for m in norms:
+        m.reset_running_stats()
+        m.momentum = None
+    model.train()
+    try:
+        with torch.no_grad():
+            model(x)
+    finally:
+        for m, momentum in zip(norms, saved, strict=True):
+            m.momentum = momentum
+    return model.eval()
+
+
+def gradient_correlations(model: Callable[[Tensor], Tensor], points: Tensor) -> Tensor:
+    """Correlation of the input gradients of neighbouring inputs (Balduzzi et al., 2017).
+
+    ``points`` is an ``(n, d)`` batch of inputs along a path (e.g. a 1-D grid). For the first output
+    ``model(points)[:, 0]`` of every example, the gradient g_i = ∂ output_i / ∂ x_i is computed at
+    every point. For ``d = 1`` the gradients are numbers, and the result is one value: their
+    correlation at lag one, the Pearson correlation of (g_1, ..., g_{n-1}) with (g_2, ..., g_n),
+    near 1 for a smooth function and near 0 for white noise. For ``d > 1`` it holds the ``n - 1``
+    correlations between consecutive gradient vectors. Batch norm in training mode couples the
+    examples of a batch: use :func:`freeze_batch_statistics` first.
+    """
+    if points.ndim != 2 or points.shape[0] < 3:
+        raise ValueError(f"points must be an (n, d) tensor with n >= 3, got shape {tuple(points.shape)}")
+    x = points.detach().clone().requires_grad_(True)
+    out = model(x)[:, 0].sum()
+    (g,) = torch.autograd.grad(out, x)
+    g = g.double()
+    if g.shape[1] == 1:
+        s = g[:, 0]
+        return torch.corrcoef(torch.stack([s[:-1], s[1:]]))[0, 1].reshape(1)
+    a, b = g[:-1], g[1:]
+    a = a - a.mean(1, keepdim=True)
+    b = b - b.mean(1, keepdim=True)
+    return (a * b).sum(1) / (a.norm(dim=1) * b.norm(dim=1))
