@@ -485,3 +485,8 @@ def test_signal_profile_argument_errors():
         init.signal_profile("relu", "he_normal", depth=0, width=4)
     with pytest.raises(TypeError):
         init.signal_profile("relu", "normal", depth=2, width=4)  # normal needs std=
+    with pytest.raises(TypeError, match="scheme_kwargs must be None or a dict"):
+        init.signal_profile("relu", "normal", depth=2, width=4, scheme_kwargs=[("std", 1.0)])
+    # a scheme's own `activation` keyword does not clash with the stack's
+    prof = init.signal_profile("selu", "he_normal", depth=2, width=4, scheme_kwargs={"activation": "selu"})
+    assert prof.activation == "selu"

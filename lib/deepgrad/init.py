@@ -500,11 +500,12 @@ def _layer_weights(scheme: str, depth: int, width: int, generator: torch.Generat
 
 def signal_profile(activation: str, scheme: str, *, depth: int, width: int, batch: int = 256,
                    generator: torch.Generator | None = None, dtype: torch.dtype = torch.float64,
-                   **scheme_kwargs: Any) -> SignalProfile:
+                   scheme_kwargs: dict[str, Any] | None = None) -> SignalProfile:
     """Forward and back-propagate a batch through a random stack initialised by ``scheme``.
 
     The stack: ``depth`` square layers of ``width`` units, z^l = a^{l-1} (W^l)ᵀ, a^l = f(z^l), no
-    biases, each W^l filled in turn by ``get(scheme)(W, generator=generator, **scheme_kwargs)``.
+    biases, each W^l filled in turn by ``get(scheme)(W, generator=generator, **scheme_kwargs)``
+    (``scheme_kwargs`` a dict, e.g. ``{"std": 0.01}`` or ``{"activation": "selu"}``).
     The input a^0 holds ``batch`` standard Gaussian vectors; the loss is a random linear readout
     L = Σ_b u_b · a^depth_b with u_b ~ N(0, I/width) drawn per example (as in
     :func:`deepgrad.propagation.random_mlp_stats`), so the gradient leaves the top with the size
@@ -517,8 +518,10 @@ def signal_profile(activation: str, scheme: str, *, depth: int, width: int, batc
     positive_int("width", width)
     positive_int("batch", batch)
     one_of("dtype", dtype, (torch.float32, torch.float64))
+    if scheme_kwargs is not None and not isinstance(scheme_kwargs, dict):
+        raise TypeError(f"scheme_kwargs must be None or a dict, got {type(scheme_kwargs).__name__}")
     act = activations.get(activation)
-    weights = _layer_weights(scheme, depth, width, generator, dtype, scheme_kwargs)
+    weights = _layer_weights(scheme, depth, width, generator, dtype, dict(scheme_kwargs or {}))
     x = torch.randn(batch, width, generator=generator, dtype=dtype)
     readout = torch.randn(batch, width, generator=generator, dtype=dtype) / math.sqrt(width)
     zs, a, stds = [], x, []
