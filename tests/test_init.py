@@ -490,3 +490,62 @@ def test_signal_profile_argument_errors():
     # a scheme's own `activation` keyword does not clash with the stack's
     prof = init.signal_profile("selu", "he_normal", depth=2, width=4, scheme_kwargs={"activation": "selu"})
     assert prof.activation == "selu"
+
+
+# --- the chapter's formulas, measured ---------------------------------------------------------------
+
+@pytest.mark.parametrize("name", ["lecun_normal", "xavier_normal", "xavier_uniform", "he_normal"])
+@pytest.mark.parametrize("fan_in,fan_out", [(128, 256), (256, 64)])
+def test_forward_and_backward_factors_of_a_linear_layer(name, fan_in, fan_out):
+    """Var(z) = fan_in · v · E[a²] and Var(δ W) = fan_out · v · Var(δ) (eq-initialization-fans),
+    measured on a linear layer: Glorot's factors are 2/(1+r) and 2r/(1+r), r = fan_out / fan_in."""
+    g = gen(50)
+    w = init.get(name)(torch.empty(fan_out, fan_in, dtype=torch.float64), generator=g)
+    v = init.variance(name, w)
+    x = torch.randn(4096, fan_in, generator=g, dtype=torch.float64)
+    delta = torch.randn(4096, fan_out, generator=g, dtype=torch.float64)
+    forward = (x @ w.T).pow(2).mean().item() / x.pow(2).mean().item()
+    backward = (delta @ w).pow(2).mean().item() / delta.pow(2).mean().item()
+    # the factor given this particular W is its squared Frobenius norm over the other fan: exact in
+    # expectation over x; the draw of W adds a relative spread of order sqrt(2 / numel)
+    assert forward == pytest.approx(fan_in * v, rel=0.1)
+    assert backward == pytest.approx(fan_out * v, rel=0.1)
+    if name.startswith("xavier"):
+        r = fan_out / fan_in
+        assert fan_in * v == pytest.approx(2 / (1 + r)) and fan_out * v == pytest.approx(2 * r / (1 + r))
+
+
+@pytest.mark.parametrize("slope", [0.0, 0.2, 0.5])
+def test_leaky_relu_keeps_the_fraction_one_plus_a_squared_over_two(slope):
+    """E[f(z)²] = (1 + a²)/2 · E[z²] for symmetric z, so the preserving gain is √(2/(1+a²))."""
+    z = torch.randn(400_000, generator=gen(51), dtype=torch.float64)
+    kept = torch.nn.functional.leaky_relu(z, slope).pow(2).mean() / z.pow(2).mean()
+    assert kept.item() == pytest.approx((1 + slope**2) / 2, rel=0.01)
+    assert init.gain("leaky_relu", slope) ** 2 * kept.item() == pytest.approx(1, rel=0.01)
+
+
+def test_uniform_variance_is_b_squared_over_three():
+    w = init.uniform_(torch.empty(400_000, 1, dtype=torch.float64), 0.7, generator=gen(52))
+    assert w.pow(2).mean().item() == pytest.approx(0.7**2 / 3, rel=0.01)
+
+
+def test_constant_init_keeps_units_identical_under_sgd_with_momentum():
+    """The symmetry proposition: equal units get equal gradients and stay equal."""
+    torch.manual_seed(0)
+    model = dg.models.MLP(8, 3, width=5, depth=2, activation="tanh",
+                          init=init.for_linear("constant", value=0.3)).double()
+    opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+    g = gen(53)
+    for _ in range(5):
+        x = torch.randn(16, 8, generator=g, dtype=torch.float64)
+        y = torch.randint(0, 3, (16,), generator=g)
+        opt.zero_grad()
+        torch.nn.functional.cross_entropy(model(x), y).backward()
+        for layer in model.linear_layers()[:-1]:
+            grad = layer.weight.grad
+            torch.testing.assert_close(grad, grad[:1].expand_as(grad), rtol=1e-12, atol=1e-15)
+        opt.step()
+    for layer in model.linear_layers()[:-1]:
+        w = layer.weight.detach()
+        assert (w - w[0]).abs().max().item() < 1e-12
+        assert (w[0] - 0.3).abs().max().item() > 1e-4  # they did move, together
