@@ -247,3 +247,62 @@ class TestBadArguments:
             gradient_correlations(nn.Linear(1, 1), torch.randn(5))
         with pytest.raises(TypeError, match="model"):
             freeze_batch_statistics("net", torch.randn(3, 2))
+
+
+def _stack_signals(model, x):
+    """The signals x_l entering every block and leaving the last one, recomputed by hand."""
+    h = model.stem(x)
+    signals = [h]
+    for block in model.blocks:
+        h = block(h)
+        signals.append(h)
+    return signals
+
+
+@pytest.mark.parametrize("scale", [1.0, 0.5])
+def test_unrolled_form(scale):
+    """x_L = λ^(L-l) x_l + Σ_k λ^(L-1-k) μ F_k(x_k), the identity-mappings unrolling."""
+    model = _double(ResidualMLP(4, 2, width=5, blocks=5, kind="pre", shortcut_scale=scale,
+                                branch_scale=0.7))
+    x = torch.randn(6, 4, dtype=torch.float64)
+    signals = _stack_signals(model, x)
+    top, n = signals[-1], len(model.blocks)
+    for l in range(n):
+        total = scale ** (n - l) * signals[l]
+        for k in range(l, n):
+            total = total + scale ** (n - 1 - k) * model.blocks[k].branch(signals[k])
+        torch.testing.assert_close(total, top)
+
+
+@pytest.mark.parametrize("kind", ["pre", "plain"])
+def test_gradient_bounds_of_the_proposition(kind):
+    """(1-ε)^(L-l) ||g_L|| <= ||g_l|| <= (1+ε)^(L-l) ||g_L|| for residual stacks, ||g_l|| <= ε^(L-l) ||g_L||
+    for plain ones, with ε the largest spectral norm of a branch Jacobian (one example)."""
+    torch.manual_seed(3)
+    model = _double(ResidualMLP(4, 3, width=6, blocks=6, kind=kind, norm=False))
+    for block in model.blocks:
+        block.linear2.weight.data.mul_(0.3)
+    x = torch.randn(1, 4, dtype=torch.float64)
+    signals = _stack_signals(model, x)
+    eps = max(
+        torch.linalg.matrix_norm(
+            torch.autograd.functional.jacobian(lambda v, b=block: b.branch(v[None])[0], h[0]), ord=2).item()
+        for block, h in zip(model.blocks, signals, strict=False)
+    )
+    assert 0 < eps < 1
+    # any linear functional of the top signal as the loss: g_L = c
+    c = torch.randn(6, dtype=torch.float64)
+    points = [h.detach().requires_grad_(True) for h in signals[:-1]]
+    g_top = c.norm().item()
+    for l, start in enumerate(points):
+        h = start
+        for block in model.blocks[l:]:
+            h = block(h)
+        (g,) = torch.autograd.grad((h[0] * c).sum(), start)
+        depth = len(model.blocks) - l
+        norm = g.norm().item()
+        if kind == "pre":
+            assert (1 - eps) ** depth * g_top * (1 - 1e-12) <= norm <= (1 + eps) ** depth * g_top * (1 + 1e-12)
+        else:
+            # the plain block ends in a ReLU, whose slopes are at most 1: the bound still holds
+            assert norm <= eps ** depth * g_top * (1 + 1e-12)
