@@ -372,6 +372,44 @@ def test_batch_norm_of_a_scaled_layer_is_unchanged_and_its_weight_gradient_scale
     torch.testing.assert_close(grads[1], grads[0] / a, rtol=1e-6, atol=1e-12)
 
 
+@pytest.mark.parametrize("a", [1e-2, 5.0])
+def test_gradient_passed_down_through_a_scaled_normalised_layer_is_unchanged(a):
+    """dL/dx through BN(x (aW)^T) does not depend on a: the 1/a of BN cancels the a of W."""
+    torch.manual_seed(2)
+    w = torch.randn(4, 5, dtype=f64)
+    target = torch.randn(16, 4, dtype=f64)
+    grads = []
+    for scale in (1.0, a):
+        x = torch.randn(16, 5, dtype=f64, generator=torch.Generator().manual_seed(3)).requires_grad_()
+        y = F.batch_norm(x @ (scale * w).T, None, None, training=True, eps=1e-20)
+        ((y - target) ** 2).sum().backward()
+        grads.append(x.grad)
+    torch.testing.assert_close(grads[1], grads[0], rtol=1e-7, atol=1e-10)
+
+
+def test_gradient_into_batch_norm_sums_to_zero_and_is_orthogonal_to_x_hat():
+    """Checked on autograd's gradient through nn.BatchNorm1d (eps tiny, so the orthogonality is exact)."""
+    torch.manual_seed(4)
+    x = (3 * torch.randn(20, 6, dtype=f64) + 1).requires_grad_()
+    layer = nn.BatchNorm1d(6, eps=1e-20).double()
+    y = layer(x)
+    (y * torch.randn_like(y)).sum().backward()
+    x_hat = (x - x.mean(0)) / x.std(0, unbiased=False)
+    torch.testing.assert_close(x.grad.sum(0), torch.zeros(6, dtype=f64), rtol=0, atol=1e-12)
+    torch.testing.assert_close((x.grad * x_hat).sum(0), torch.zeros(6, dtype=f64), rtol=0, atol=1e-12)
+
+
+def test_bias_before_batch_norm_gets_no_gradient():
+    from deepgrad.models import MLP
+    torch.manual_seed(5)
+    model = MLP(8, 3, width=10, depth=3, activation="sigmoid", norm="batch").double()
+    x, y = torch.randn(32, 8, dtype=f64), torch.randint(0, 3, (32,))
+    F.cross_entropy(model(x), y).backward()
+    for layer in model.hidden:
+        assert layer.linear.bias.grad.abs().max() < 1e-12
+        assert layer.linear.weight.grad.abs().max() > 1e-6
+
+
 def test_batch_of_two_normalises_every_unit_to_plus_and_minus_one():
     torch.manual_seed(1)
     x = torch.randn(2, 6, dtype=f64) * 3 + 1
