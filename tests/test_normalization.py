@@ -498,3 +498,19 @@ def test_unit_quantiles_argument_errors():
     with norm.UnitQuantiles(sig, unit=5) as rec, pytest.raises(ValueError, match="unit must index a column"):
         sig(torch.randn(4, 3).requires_grad_())
     assert rec.values.shape == (0, 3)
+
+
+def test_jacobian_of_the_normalised_column_matches_the_proofs_formula():
+    """d x_hat_k / d z_i = s (1[k=i] - 1/N - x_hat_k x_hat_i / N), s = (sigma^2 + eps)^(-1/2): autograd's Jacobian."""
+    torch.manual_seed(6)
+    z = 2 * torch.randn(7, dtype=f64) + 3
+    eps = 0.3  # exact for any eps, so a large one tests that too
+
+    def normalise(col):
+        return (col - col.mean()) / torch.sqrt(col.var(unbiased=False) + eps)
+
+    jac = torch.autograd.functional.jacobian(normalise, z)
+    n, x_hat = len(z), normalise(z)
+    s = (z.var(unbiased=False) + eps) ** -0.5
+    formula = s * (torch.eye(n, dtype=f64) - 1 / n - torch.outer(x_hat, x_hat) / n)
+    torch.testing.assert_close(jac, formula)
