@@ -8,6 +8,7 @@ Chapters import it as ``import deepgrad as dg``. Each module is one concept:
 - :mod:`deepgrad.data`        the bundled digits data set and small synthetic tasks
 - :mod:`deepgrad.init`        weight initialisations from their formulas (Xavier, He, LeCun, orthogonal, PyTorch's)
 - :mod:`deepgrad.normalization` batch norm forward and backward by hand, running statistics, layer norm, noisy BN
+- :mod:`deepgrad.residual`    residual blocks (post-/pre-activation, plain, scaled shortcuts, ReZero) and residual MLPs
 - :mod:`deepgrad.models`      an MLP builder with depth, width, activation, init, norm and residual knobs
 - :mod:`deepgrad.autodiff`    backpropagation written out by hand, layer by layer
 - :mod:`deepgrad.diagnostics` per-layer gradient statistics from hooks on any module; a gradient-health report
@@ -26,6 +27,7 @@ from deepgrad import (
     plotting,
     propagation,
     repro,
+    residual,
     train,
 )
 from deepgrad.repro import default_device, seed_everything, significant
@@ -41,6 +43,7 @@ __all__ = [
     "plotting",
     "propagation",
     "repro",
+    "residual",
     "train",
     "default_device",
     "seed_everything",
