@@ -91,3 +91,35 @@ class TestBadArguments:
     def test_spiral_noise(self):
         with pytest.raises(ValueError, match="noise must be a finite number >= 0"):
             data.spirals(noise=-1.0)
+
+
+def test_adding_problem_marks_one_value_in_each_half_and_sums_them():
+    x, y = data.adding_problem(200, 10, generator=torch.Generator().manual_seed(0))
+    assert x.shape == (200, 10, 2) and y.shape == (200,) and x.dtype == torch.float32
+    marks = x[..., 1]
+    assert torch.equal(marks.sum(1), torch.full((200,), 2.0))
+    assert torch.equal(marks[:, :5].sum(1), torch.ones(200))  # one marker in each half
+    torch.testing.assert_close(y, (x[..., 0] * marks).sum(1))
+    assert ((x[..., 0] >= 0) & (x[..., 0] < 1)).all()
+    again = data.adding_problem(200, 10, generator=torch.Generator().manual_seed(0))
+    assert torch.equal(x, again[0]) and torch.equal(y, again[1])
+
+
+def test_adding_problem_baseline_is_one_sixth():
+    _, y = data.adding_problem(100_000, 4, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+    assert abs(((y - 1) ** 2).mean().item() - 1 / 6) < 0.005
+
+
+def test_delayed_copies_are_the_signal_shifted():
+    u, targets = data.delayed_copies(50, 4, generator=torch.Generator().manual_seed(0))
+    assert u.shape == (50,) and targets.shape == (50, 4)
+    for d in range(1, 5):
+        assert torch.equal(targets[d:, d - 1], u[:-d])
+    assert (u.abs() <= 1).all()
+
+
+def test_sequence_task_arguments():
+    with pytest.raises(ValueError, match="length must be an int >= 2, got 1"):
+        data.adding_problem(3, 1)
+    with pytest.raises(ValueError, match="delays must be an int >= 1, got 0"):
+        data.delayed_copies(5, 0)

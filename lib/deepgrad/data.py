@@ -4,6 +4,10 @@
   split once and for all into train / validation / test with a fixed seed.
 - :func:`spirals`: interleaved noisy spirals, a small 2-D task that needs a deep-ish network.
 - :func:`batches`: mini-batch iteration over a :class:`Split`.
+- :func:`adding_problem`: sequences of (value, marker) pairs whose target is the sum of the two
+  marked values (Hochreiter & Schmidhuber, 1997), a task with a long lag.
+- :func:`delayed_copies`: a random signal and its copies delayed by 1, 2, ... steps, the memory
+  task of echo state networks (Jaeger, 2001).
 """
 
 from __future__ import annotations
@@ -139,3 +143,39 @@ def batches(split: Split, batch_size: int, *, shuffle: bool = True,
     for start in range(0, stop, batch_size):
         idx = order[start:start + batch_size]
         yield split.x[idx], split.y[idx]
+
+
+def adding_problem(n: int, length: int, *, generator: torch.Generator | None = None,
+                   dtype: torch.dtype = torch.float32) -> tuple[Tensor, Tensor]:
+    """``n`` sequences of the adding problem, as inputs ``x`` (n × length × 2) and targets ``y`` (n).
+
+    Channel 0 holds values drawn uniformly from [0, 1); channel 1 marks two positions with a 1, one
+    drawn uniformly from the first half of the sequence and one from the second half (the variant of
+    Le et al. 2015 and Arjovsky et al. 2016 of Hochreiter & Schmidhuber's task). The target is the sum
+    of the two marked values. Predicting the constant 1 gives a mean squared error of 1/6, the
+    baseline a network that ignores the markers cannot beat.
+    """
+    positive_int("n", n)
+    positive_int("length", length, minimum=2)
+    values = torch.rand(n, length, generator=generator, dtype=torch.float64)
+    marks = torch.zeros(n, length, dtype=torch.float64)
+    half, rows = length // 2, torch.arange(n)
+    marks[rows, torch.randint(0, half, (n,), generator=generator)] = 1
+    marks[rows, torch.randint(half, length, (n,), generator=generator)] = 1
+    x = torch.stack([values, marks], dim=-1)
+    return x.to(dtype), (values * marks).sum(1).to(dtype)
+
+
+def delayed_copies(length: int, delays: int, *, generator: torch.Generator | None = None,
+                   dtype: torch.dtype = torch.float64) -> tuple[Tensor, Tensor]:
+    """A signal u_t uniform in [-1, 1) of ``length + delays`` steps, and its delayed copies.
+
+    Returns ``u`` (length) and ``targets`` (length × delays) with ``targets[t, d - 1] = u_{t-d}``:
+    the first ``delays`` steps of the signal are generated and dropped, so every target exists.
+    """
+    positive_int("length", length)
+    positive_int("delays", delays)
+    full = 2 * torch.rand(length + delays, generator=generator, dtype=torch.float64) - 1
+    u = full[delays:]
+    targets = torch.stack([full[delays - d:delays - d + length] for d in range(1, delays + 1)], dim=1)
+    return u.to(dtype), targets.to(dtype)
