@@ -9,11 +9,12 @@ JB     := $(BIN)/jupyter-book build . --warningiserror --keep-going
 # nbval compares text outputs recorded on a CPU: run the chapters there for the comparison
 TEST_ENV := DEEPGRAD_DEVICE=cpu
 
-.PHONY: book test unit nbval reference bench clean distclean help
+.PHONY: book test unit nbval browser reference bench clean distclean help
 
 help:
 	@echo "make book       build the HTML book into _build/html (executes changed chapters)"
-	@echo "make test       lint and unit tests, nbval on every chapter, and the book build (warnings are errors)"
+	@echo "make test       lint and unit tests, nbval on every chapter, the book build (warnings are errors),"
+	@echo "                then every page of the built book checked in headless Chromium"
 	@echo "make reference  re-record chapter outputs in tests/reference/ after an intended change"
 	@echo "make bench      time and memory of every chapter, cold and warm builds, the tests (empties _build/)"
 	@echo "make clean      remove _build/ (the next build re-executes every chapter)"
@@ -32,14 +33,18 @@ book: $(STAMP)
 
 unit: $(STAMP)
 	$(BIN)/ruff check lib tests tools _ext conftest.py
-	$(TEST_ENV) $(BIN)/python -m pytest tests
+	$(TEST_ENV) $(BIN)/python -m pytest tests --ignore=tests/test_browser.py
 
 nbval: $(STAMP)
 	$(BIN)/python tools/chapters.py prepare
 	$(TEST_ENV) $(BIN)/python -m pytest --nbval _build/nbval --nbval-current-env \
 	    --nbval-sanitize-with tests/sanitize.cfg --nbval-cell-timeout=120
 
-test: unit nbval book
+# The built book in a real browser (tests/test_browser.py): run after `book`; screenshots in _build/screenshots/
+browser: book
+	$(BIN)/python -m pytest tests/test_browser.py
+
+test: unit nbval book browser
 
 reference: $(STAMP)
 	$(TEST_ENV) $(BIN)/python tools/chapters.py reference $(CHAPTERS)
