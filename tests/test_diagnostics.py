@@ -345,3 +345,19 @@ def test_an_activation_before_any_layer_belongs_to_no_layer():
     first, last = report.layers
     assert first.activation == "ReLU" and last.activation is None
     assert math.isnan(last.saturated)
+
+
+def test_verdict_survives_a_zero_weight_gradient_in_the_last_layer():
+    # the last hidden layer outputs exactly zero, so the output layer's weight gradient is zero:
+    # the verdict must report the ratio as inf, not raise ZeroDivisionError
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 8), nn.ReLU(), nn.Linear(8, 3))
+    with torch.no_grad():
+        model[2].weight.zero_()
+        model[2].bias.fill_(-1.0)
+    with diagnostics.GradientReport(model) as report:
+        F.cross_entropy(model(torch.randn(16, 4)), torch.randint(0, 3, (16,))).backward()
+    assert report.layers[-1].weight_grad_norm == 0
+    verdict = report.verdict
+    assert verdict.kind in diagnostics.VERDICTS
+    assert "inf×" in verdict.evidence or "nan×" in verdict.evidence

@@ -253,6 +253,13 @@ class _LayerLog:
         return [math.sqrt(sum(parts)) for _, parts in sorted(self.grad_sq.items())]
 
 
+def _ratio(a: float, b: float) -> float:
+    """a / b, with a zero denominator giving ``inf`` (or ``nan`` for 0 / 0) instead of an error."""
+    if b == 0:
+        return math.nan if a == 0 else math.inf
+    return a / b
+
+
 class GradientReport:
     """Watch a model for a few training steps; say whether its gradients vanish, explode or are healthy.
 
@@ -466,7 +473,7 @@ class GradientReport:
             return Verdict("exploding", None, f"non-finite gradients or activations at layers {_ranges(broken)}")
         ref = rows[self._reference()]
         first, last = rows[0], rows[-1]
-        weights = f"weight-gradient norm at layer 1 is {first.weight_grad_norm / last.weight_grad_norm:.1e}× " \
+        weights = f"weight-gradient norm at layer 1 is {_ratio(first.weight_grad_norm, last.weight_grad_norm):.1e}× " \
                   f"layer {last.index}'s"
         low = [r for r in rows if r.relative_grad < self.vanishing_below]
         if low:
