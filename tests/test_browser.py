@@ -323,3 +323,10 @@ def test_front_page_redirects(book):
     book.page.goto(book.base + "index.html", wait_until="load")
     book.page.wait_for_url("**/intro.html", timeout=10_000)
     assert book.page.url.endswith("/intro.html"), f"index.html should lead to intro.html, got {book.page.url}"
+
+
+@pytest.mark.parametrize("page", [p for p in PAGES if p.startswith("chapters/")])
+def test_install_cell_is_hidden(page):
+    """The Colab install cell (tests/test_install_cell.py) is tagged remove-cell: readers never see it."""
+    html = (HTML / page).read_text(encoding="utf-8")
+    assert "find_spec" not in html and "git+https://" not in html, f"{page}: the install cell is shown in the book"
