@@ -138,6 +138,10 @@ def test_clipping_never_enlarges_a_gradient():
     for new in (clipping.clipped_by_value(grads, 0.1), clipping.clipped_by_norm(grads, 0.1)[0]):
         for a, b in zip(new, grads, strict=True):
             assert (a.abs() <= b.abs()).all()
+    # an infinite threshold changes nothing, as in torch
+    for new in (clipping.clipped_by_value(grads, math.inf), clipping.clipped_by_norm(grads, math.inf)[0]):
+        for a, b in zip(new, grads, strict=True):
+            torch.testing.assert_close(a, b, **EXACT)
     # a small gradient passes norm clipping unchanged up to the 1e-6 guard
     small, _ = clipping.clipped_by_norm(grads, 10.0)
     for a, b in zip(small, grads, strict=True):
@@ -150,6 +154,8 @@ def test_argument_checks():
         clipping.clipped_by_value(g, -1.0)
     with pytest.raises(ValueError, match="max_norm"):
         clipping.clipped_by_norm(g, -1.0)
+    with pytest.raises(ValueError, match="max_norm"):
+        clipping.clipped_by_norm(g, math.nan)
     with pytest.raises(ValueError, match="norm_type"):
         clipping.total_norm(g, 0)
     with pytest.raises(ValueError, match="same number"):

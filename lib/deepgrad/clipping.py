@@ -38,6 +38,15 @@ def _positive(name: str, value: float) -> float:
     return float(value)
 
 
+def _threshold(name: str, value: float) -> float:
+    """A clipping threshold: a number >= 0; ``math.inf`` (no clipping) is allowed, as in PyTorch."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(f"{name} must be a number >= 0 (math.inf allowed), got {type(value).__name__} {value!r}")
+    if not value >= 0:
+        raise ValueError(f"{name} must be a number >= 0 (math.inf allowed), got {value}")
+    return float(value)
+
+
 def _norm_type(norm_type: float) -> float:
     if isinstance(norm_type, bool) or not isinstance(norm_type, (int, float)) or not norm_type > 0:
         raise ValueError(f"norm_type must be a number > 0 or math.inf, got {norm_type!r}")
@@ -71,7 +80,7 @@ def clipped_by_value(grads: Iterable[Tensor], clip_value: float) -> list[Tensor]
     Components inside the interval are unchanged, the others are cut to ±c independently, so
     the direction of the gradient changes whenever some but not all components are cut.
     """
-    c = non_negative("clip_value", clip_value)
+    c = _threshold("clip_value", clip_value)
     return [g.clamp(-c, c) for g in grads]
 
 
@@ -85,7 +94,7 @@ def clipped_by_norm(grads: Iterable[Tensor], max_norm: float, norm_type: float =
     factor is computed anyway, as in PyTorch: a NaN norm makes every component NaN, an infinite one
     makes the finite components 0 and the infinite ones NaN.
     """
-    c = non_negative("max_norm", max_norm)
+    c = _threshold("max_norm", max_norm)
     grads = list(grads)
     norm = total_norm(grads, norm_type)
     if error_if_nonfinite and not torch.isfinite(norm):
