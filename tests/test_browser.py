@@ -330,3 +330,19 @@ def test_install_cell_is_hidden(page):
     """The Colab install cell (tests/test_install_cell.py) is tagged remove-cell: readers never see it."""
     html = (HTML / page).read_text(encoding="utf-8")
     assert "find_spec" not in html and "git+https://" not in html, f"{page}: the install cell is shown in the book"
+
+
+def test_execution_report_lists_every_chapter_with_its_time_status_and_the_versions():
+    """execution.html: MyST-NB's execution statistics, one row per chapter of the book, and the versions."""
+    html = (HTML / "execution.html").read_text(encoding="utf-8")
+    rows = dict(re.findall(r'<span class="doc">chapters/([\w-]+)</span>(.*?)</tr>', html, re.DOTALL))
+    toc = re.findall(r"file:\s*chapters/([\w-]+)", (ROOT / "_toc.yml").read_text())
+    assert sorted(rows) == sorted(toc), f"execution report rows {sorted(rows)} != chapters of the book {sorted(toc)}"
+    for stem, row in rows.items():
+        cells = re.findall(r"<td><p>(.*?)</p></td>", row)  # modified, method, run time (s), status
+        assert re.fullmatch(r"\d+\.\d+", cells[2]), f"chapters/{stem}: no run time in the report ({cells})"
+        assert cells[3] == "✅", f"chapters/{stem}: execution status {cells[3]!r} in the report"
+    deepgrad = '<span class="pre">deepgrad</span>'
+    for software in ("Python", "PyTorch", deepgrad):
+        version = re.search(re.escape(software) + r".*?</td>\s*<td><p>([^<]+)</p>", html, re.DOTALL)
+        assert version and re.match(r"\d+\.\d+", version.group(1)), f"execution report: no version of {software}"
