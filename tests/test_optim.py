@@ -312,3 +312,47 @@ def test_range_test_validates_its_arguments(digits):
         schedules.lr_range_test(model, opt, digits.train, steps=1)
     with pytest.raises(ValueError, match="the range test recorded no finite loss"):
         schedules.RangeTest().best()
+
+
+def test_uncorrected_adam_steps_are_larger_by_the_bias_factor_at_every_step():
+    # a linear loss c_t . w: the gradients, hence m_t and v_t, do not depend on w
+    torch.manual_seed(5)
+    coefficients = torch.randn(60, 4, dtype=torch.float64)
+    beta1, beta2 = 0.9, 0.9999
+    moves = {}
+    for corrected in (True, False):
+        w = torch.zeros(4, dtype=torch.float64, requires_grad=True)
+        opt = optim.Adam([w], lr=1e-3, betas=(beta1, beta2), eps=0.0, bias_correction=corrected)
+        steps = []
+        for c in coefficients:
+            before = w.detach().clone()
+            opt.zero_grad()
+            (c * w).sum().backward()
+            opt.step()
+            steps.append(w.detach() - before)
+        moves[corrected] = torch.stack(steps)
+    t = torch.arange(1, 61, dtype=torch.float64)[:, None]
+    factor = (1 - beta1**t) / (1 - beta2**t).sqrt()
+    torch.testing.assert_close(moves[False], moves[True] * factor, rtol=1e-9, atol=0)
+
+
+def test_pytorch_nesterov_tracks_the_look_ahead_point_of_the_original_form():
+    # original: b_t = mu b_{t-1} + grad(w_{t-1} - lr mu b_{t-1}), w_t = w_{t-1} - lr b_t;
+    # PyTorch's iterate is the look-ahead point w_t - lr mu b_t
+    lr, mu = 0.01, 0.9
+    target = torch.randn(5, dtype=torch.float64)
+    scales = torch.rand(5, dtype=torch.float64) * 10
+
+    def grad(v):
+        return scales * (v - target) ** 3 + (v - target)
+
+    w, b = torch.zeros(5, dtype=torch.float64), torch.zeros(5, dtype=torch.float64)
+    p = torch.zeros(5, dtype=torch.float64, requires_grad=True)
+    opt = optim.SGD([p], lr=lr, momentum=mu, nesterov=True)
+    for _ in range(100):
+        b = mu * b + grad(w - lr * mu * b)
+        w = w - lr * b
+        opt.zero_grad()
+        p.grad = grad(p.detach())
+        opt.step()
+        torch.testing.assert_close(p.detach(), w - lr * mu * b, rtol=1e-10, atol=1e-12)
