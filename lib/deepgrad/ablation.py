@@ -1,0 +1,231 @@
+"""Remedy-by-remedy ablation of a deep network that fails to train (the capstone chapter).
+
+A :class:`Recipe` names one choice for each remedy the book covers: activation, initialisation,
+normalisation, residual connections, optimiser and learning rate, gradient clipping and early
+stopping. :func:`run` builds the network a recipe describes, diagnoses its gradients with a
+:class:`~deepgrad.diagnostics.GradientReport` over the first steps, trains it with
+:func:`~deepgrad.train.fit` and returns an :class:`Outcome` with everything an ablation table needs.
+:func:`greedy_layerwise` trains a network one hidden layer at a time (Bengio et al., 2007), the
+"multi-level hierarchy" remedy of the notes.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from deepgrad import activations
+from deepgrad._checks import one_of, positive_int
+from deepgrad.data import Dataset
+from deepgrad.diagnostics import GradientReport
+from deepgrad.models import MLP, NORMS
+from deepgrad.repro import seed_everything
+from deepgrad.train import EarlyStopping, History, evaluate, fit
+
+#: Initialisations a recipe can name: small Gaussian weights N(0, NAIVE_STD²) (the "naive" choice of
+#: old tutorials), PyTorch's default for ``nn.Linear``, Glorot & Bengio's normal, He et al.'s normal.
+INITS = ("naive", "default", "xavier", "he")
+OPTIMIZERS = ("sgd", "adam")
+NAIVE_STD = 0.01
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """One choice per remedy. The defaults are the failing network: sigmoid, naive init, plain SGD."""
+
+    activation: str = "sigmoid"
+    init: str = "naive"
+    norm: str | None = None
+    residual: bool = False
+    optimizer: str = "sgd"
+    lr: float = 0.1
+    clip: float | None = None
+    early_stopping: bool = False
+
+    def __post_init__(self):
+        activations.get(self.activation)
+        one_of("init", self.init, INITS)
+        one_of("norm", self.norm, NORMS)
+        one_of("optimizer", self.optimizer, OPTIMIZERS)
+        if isinstance(self.lr, bool) or not isinstance(self.lr, (int, float)) or not self.lr > 0:
+            raise ValueError(f"lr must be a positive number, got {self.lr!r}")
+        if self.clip is not None and (isinstance(self.clip, bool) or not isinstance(self.clip, (int, float))
+                                      or not self.clip > 0):
+            raise ValueError(f"clip must be None or a positive number, got {self.clip!r}")
+
+    def but(self, **changes) -> Recipe:
+        """A copy with some choices changed: ``naive.but(activation="relu")``."""
+        return dataclasses.replace(self, **changes)
+
+
+def initializer(name: str) -> Callable[[nn.Linear], None] | None:
+    """The function :class:`~deepgrad.models.MLP` applies to every linear layer (``None``: PyTorch's default).
+
+    Biases are zero for every scheme but ``"default"``, which keeps PyTorch's uniform biases.
+    """
+    one_of("init", name, INITS)
+    if name == "default":
+        return None
+
+    def init(layer: nn.Linear) -> None:
+        if name == "naive":
+            nn.init.normal_(layer.weight, 0.0, NAIVE_STD)
+        elif name == "xavier":
+            nn.init.xavier_normal_(layer.weight)
+        else:
+            nn.init.kaiming_normal_(layer.weight, nonlinearity="relu")
+        if layer.bias is not None:
+            nn.init.zeros_(layer.bias)
+
+    return init
+
+
+def build(recipe: Recipe, data: Dataset, *, depth: int, width: int, seed: int = 0) -> MLP:
+    """The network ``recipe`` describes, seeded, on ``data``'s device."""
+    seed_everything(seed)
+    model = MLP(data.n_features, data.n_classes, width=width, depth=depth, activation=recipe.activation,
+                init=initializer(recipe.init), norm=recipe.norm, residual=recipe.residual)
+    return model.to(data.train.x.device)
+
+
+def optimizer(recipe: Recipe, model: nn.Module) -> torch.optim.Optimizer:
+    """``torch.optim.SGD`` (no momentum) or ``torch.optim.Adam`` at the recipe's learning rate."""
+    if recipe.optimizer == "sgd":
+        return torch.optim.SGD(model.parameters(), lr=recipe.lr)
+    return torch.optim.Adam(model.parameters(), lr=recipe.lr)
+
+
+@dataclass
+class Outcome:
+    """What one recipe did.
+
+    ``report`` is a :class:`GradientReport` over the first training steps of an identical network;
+    ``verdict`` is its headline and ``gradient_ratio`` layer 1's back-propagated gradient relative to
+    the report's reference layer (medians over those steps). ``test_accuracy`` is the trained model's
+    (with early stopping: the restored best model's) accuracy on the test split, which no choice
+    ever looked at.
+    """
+
+    recipe: Recipe
+    history: History
+    report: GradientReport
+    test_accuracy: float
+    model: nn.Module
+
+    @property
+    def verdict(self) -> str:
+        return self.report.verdict.headline
+
+    @property
+    def gradient_ratio(self) -> float:
+        return self.report.layers[0].relative_grad
+
+    @property
+    def steps(self) -> int:
+        """Updates made (fewer than asked for if early stopping ended the run or it diverged)."""
+        return self.history.steps
+
+    def steps_to(self, accuracy: float) -> int | None:
+        """The first evaluation step at which validation accuracy reached ``accuracy`` (None: never)."""
+        for step, value in zip(self.history.eval_steps, self.history.val_accuracy, strict=True):
+            if value >= accuracy:
+                return step
+        return None
+
+
+def diagnose(recipe: Recipe, data: Dataset, *, depth: int, width: int, steps: int = 20, seed: int = 0,
+             batch_size: int = 64) -> GradientReport:
+    """A :class:`GradientReport` over the first ``steps`` updates of the network ``recipe`` describes."""
+    positive_int("steps", steps)
+    model = build(recipe, data, depth=depth, width=width, seed=seed)
+    generator = seed_everything(seed)
+    with GradientReport(model) as report:
+        fit(model, data, optimizer(recipe, model), steps=steps, batch_size=batch_size, eval_every=steps,
+            generator=generator, max_grad_norm=recipe.clip)
+    return report
+
+
+def run(recipe: Recipe, data: Dataset, *, depth: int, width: int, steps: int, seed: int = 0,
+        batch_size: int = 64, eval_every: int | None = None, diagnose_steps: int = 20,
+        patience: int = 3) -> Outcome:
+    """Diagnose, then train the network of ``recipe`` for ``steps`` updates; see :class:`Outcome`.
+
+    With ``recipe.early_stopping`` the run monitors validation loss at every evaluation, stops after
+    ``patience`` evaluations without improvement and restores the best weights.
+    """
+    positive_int("steps", steps)
+    report = diagnose(recipe, data, depth=depth, width=width, steps=diagnose_steps, seed=seed,
+                              batch_size=batch_size)
+    model = build(recipe, data, depth=depth, width=width, seed=seed)
+    generator = seed_everything(seed)
+    stopper = (EarlyStopping(monitor="val_loss", patience=patience, restore_best_weights=True)
+               if recipe.early_stopping else None)
+    history = fit(model, data, optimizer(recipe, model), steps=steps, batch_size=batch_size,
+                  eval_every=eval_every, generator=generator, max_grad_norm=recipe.clip,
+                  early_stopping=stopper)
+    _, test_accuracy = evaluate(model, data.test)
+    return Outcome(recipe, history, report, test_accuracy, model)
+
+
+def greedy_layerwise(model: MLP, data: Dataset, *, steps_per_layer: int, lr: float, seed: int = 0,
+                     batch_size: int = 64) -> list[float]:
+    """Train ``model``'s hidden layers one at a time, bottom up (greedy layer-wise training).
+
+    Stage k trains hidden layer k and a fresh linear head on top of it, with layers 1..k-1 frozen,
+    for ``steps_per_layer`` SGD updates at learning rate ``lr``: each stage is a network with a single
+    trainable hidden layer, so its gradient passes through one layer only (Bengio et al., 2007, in its
+    supervised form; Hinton et al., 2006 pre-trained each layer without labels). The model's own output
+    layer is then trained on top of the last hidden layer, the same way. Returns the validation accuracy
+    after each stage (``depth + 1`` values). Fine-tune the whole model afterwards with :func:`fit`.
+    """
+    positive_int("steps_per_layer", steps_per_layer)
+    if isinstance(lr, bool) or not isinstance(lr, (int, float)) or not lr > 0:
+        raise ValueError(f"lr must be a positive number, got {lr!r}")
+    generator = seed_everything(seed)
+    accuracies = []
+    for k in range(1, model.depth + 2):
+        if k <= model.depth:
+            head = copy.deepcopy(model.output)
+            nn.init.normal_(head.weight, 0.0, 1.0 / model.output.in_features ** 0.5, generator=generator)
+            nn.init.zeros_(head.bias)
+            stage = nn.Sequential(*model.hidden[:k], head)
+            trainable = [*model.hidden[k - 1].parameters(), *head.parameters()]
+        else:
+            stage = nn.Sequential(*model.hidden, model.output)
+            trainable = list(model.output.parameters())
+        frozen = [p for p in stage.parameters() if all(p is not q for q in trainable)]
+        for p in frozen:
+            p.requires_grad_(False)
+        fit(stage, data, torch.optim.SGD(trainable, lr=lr), steps=steps_per_layer, batch_size=batch_size,
+            eval_every=steps_per_layer, generator=generator)
+        for p in frozen:
+            p.requires_grad_(True)
+        accuracies.append(evaluate(stage, data.val)[1])
+    return accuracies
+
+
+def markdown_table(outcomes: dict[str, Outcome], *, target: float) -> str:
+    """An ablation table in Markdown, one row per named outcome.
+
+    Columns: test accuracy (%), the step at which validation accuracy first reached ``target``
+    ("never" if it did not; "diverged" if the run stopped on a non-finite loss), layer 1's
+    back-propagated gradient relative to the reference layer over the first steps, and the gradient
+    report's verdict.
+    """
+    from deepgrad.plotting import scientific  # imported here: plotting pulls in matplotlib
+
+    if not 0 < target <= 1:
+        raise ValueError(f"target must be an accuracy in (0, 1], got {target!r}")
+    lines = [f"| network | test accuracy | steps to {100 * target:.0f}% | layer-1 gradient / top | verdict |",
+             "|---|---:|---:|---:|---|"]
+    for name, out in outcomes.items():
+        reached = out.steps_to(target)
+        steps = "diverged" if out.history.diverged else ("never" if reached is None else str(reached))
+        lines.append(f"| {name} | {100 * out.test_accuracy:.1f}% | {steps} | "
+                     f"{scientific(out.gradient_ratio, 2)} | {out.verdict} |")
+    return "\n".join(lines)

@@ -1,0 +1,174 @@
+import math
+
+import pytest
+import torch
+from torch import nn
+
+import deepgrad as dg
+from deepgrad import ablation
+
+
+@pytest.fixture(scope="module")
+def digits():
+    return dg.data.load_digits()
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    ({"activation": "sigmod"}, "sigmod"),
+    ({"init": "glorot"}, "init"),
+    ({"norm": "group"}, "norm"),
+    ({"optimizer": "rmsprop"}, "optimizer"),
+    ({"lr": 0}, "lr"),
+    ({"lr": -0.1}, "lr"),
+    ({"clip": 0.0}, "clip"),
+    ({"clip": True}, "clip"),
+])
+def test_recipe_rejects_bad_choices_naming_them(kwargs, match):
+    with pytest.raises((ValueError, KeyError, TypeError), match=match):
+        ablation.Recipe(**kwargs)
+
+
+def test_but_changes_only_what_it_names():
+    naive = ablation.Recipe()
+    fixed = naive.but(activation="relu", init="he")
+    assert (fixed.activation, fixed.init) == ("relu", "he")
+    assert fixed.but(activation="sigmoid", init="naive") == naive
+    assert naive.activation == "sigmoid"
+
+
+@pytest.mark.parametrize("name, variance", [
+    ("naive", lambda fan_in, fan_out: ablation.NAIVE_STD ** 2),
+    ("xavier", lambda fan_in, fan_out: 2 / (fan_in + fan_out)),
+    ("he", lambda fan_in, fan_out: 2 / fan_in),
+])
+def test_initializers_have_their_variance_and_zero_biases(name, variance):
+    torch.manual_seed(0)
+    layer = nn.Linear(400, 300)
+    ablation.initializer(name)(layer)
+    expected = variance(400, 300)
+    assert layer.weight.var().item() == pytest.approx(expected, rel=0.02)
+    assert abs(layer.weight.mean().item()) < 0.02 * math.sqrt(expected)
+    assert torch.count_nonzero(layer.bias) == 0
+
+
+def test_default_initializer_is_pytorchs():
+    assert ablation.initializer("default") is None
+    with pytest.raises(ValueError, match="init"):
+        ablation.initializer("orthogonal")
+
+
+def test_build_follows_the_recipe_and_the_seed(digits):
+    recipe = ablation.Recipe(activation="relu", init="he", norm="batch", residual=True)
+    a = ablation.build(recipe, digits, depth=4, width=16, seed=3)
+    b = ablation.build(recipe, digits, depth=4, width=16, seed=3)
+    assert a.depth == 4 and a.activation_name == "relu" and a.residual and a.norm == "batch"
+    assert all(torch.equal(p, q) for p, q in zip(a.parameters(), b.parameters(), strict=True))
+    c = ablation.build(recipe, digits, depth=4, width=16, seed=4)
+    assert not torch.equal(a.hidden[1].linear.weight, c.hidden[1].linear.weight)
+
+
+def test_optimizer_matches_the_recipe(digits):
+    model = ablation.build(ablation.Recipe(), digits, depth=2, width=8)
+    sgd = ablation.optimizer(ablation.Recipe(lr=0.3), model)
+    adam = ablation.optimizer(ablation.Recipe(optimizer="adam", lr=1e-3), model)
+    assert type(sgd) is torch.optim.SGD and sgd.defaults["lr"] == 0.3 and sgd.defaults["momentum"] == 0
+    assert type(adam) is torch.optim.Adam and adam.defaults["lr"] == 1e-3
+
+
+def test_run_diagnoses_trains_and_tests(digits):
+    out = ablation.run(ablation.Recipe(activation="relu", init="he"), digits, depth=3, width=32, steps=60,
+                       diagnose_steps=5)
+    assert out.steps == 60 and out.report.steps == 5
+    assert out.verdict == "healthy" and 0.1 < out.gradient_ratio < 10
+    assert out.test_accuracy > 0.5
+    _, acc = dg.train.evaluate(out.model, digits.test)
+    assert acc == out.test_accuracy
+
+
+def test_the_naive_deep_network_is_diagnosed_as_vanishing(digits):
+    out = ablation.run(ablation.Recipe(), digits, depth=6, width=32, steps=20, diagnose_steps=5)
+    assert out.verdict.startswith("vanishing") and out.gradient_ratio < 1e-6
+    assert out.test_accuracy < 0.2
+
+
+def test_run_is_deterministic(digits):
+    recipe = ablation.Recipe(activation="tanh", init="xavier", clip=1.0)
+    a = ablation.run(recipe, digits, depth=3, width=16, steps=30, diagnose_steps=3)
+    b = ablation.run(recipe, digits, depth=3, width=16, steps=30, diagnose_steps=3)
+    assert a.history.train_loss == b.history.train_loss and a.test_accuracy == b.test_accuracy
+
+
+def test_early_stopping_restores_the_best_model(digits):
+    # a learning rate so large that validation loss gets worse: the run stops and keeps the best weights
+    recipe = ablation.Recipe(activation="relu", init="he", lr=2.0, early_stopping=True)
+    out = ablation.run(recipe, digits, depth=3, width=32, steps=400, eval_every=10, patience=2,
+                       diagnose_steps=2)
+    assert out.steps < 400
+    finite = [v for v in out.history.val_loss[1:] if math.isfinite(v)]
+    loss, _ = dg.train.evaluate(out.model, digits.val)
+    assert loss == pytest.approx(min(finite))
+
+
+def test_steps_to_reads_the_history():
+    history = dg.train.History(train_loss=[1.0] * 30, eval_steps=[0, 10, 20, 30],
+                               val_loss=[2, 1, 0.5, 0.4], val_accuracy=[0.1, 0.5, 0.92, 0.95])
+    out = ablation.Outcome(ablation.Recipe(), history, None, 0.9, None)
+    assert out.steps_to(0.9) == 20 and out.steps_to(0.5) == 10 and out.steps_to(0.99) is None
+    assert out.steps == 30
+
+
+def test_greedy_layerwise_trains_every_layer_and_unfreezes(digits):
+    model = ablation.build(ablation.Recipe(init="xavier"), digits, depth=3, width=32)
+    before = [p.detach().clone() for p in model.parameters()]
+    accuracies = ablation.greedy_layerwise(model, digits, steps_per_layer=40, lr=1.0)
+    assert len(accuracies) == 4 and accuracies[0] > 0.5
+    assert all(p.requires_grad for p in model.parameters())
+    assert all(not torch.equal(b, p) for b, p in zip(before, model.parameters(), strict=True))
+    _, acc = dg.train.evaluate(model, digits.val)
+    assert acc == accuracies[-1]
+
+
+def test_greedy_layerwise_freezes_the_layers_below(digits, monkeypatch):
+    model = ablation.build(ablation.Recipe(init="xavier"), digits, depth=3, width=16)
+    seen = []
+    real_fit = ablation.fit
+
+    def spy(stage, data, optimizer, **kwargs):
+        in_stage = {id(p) for p in stage.parameters() if p.requires_grad}
+        optimised = {id(p) for group in optimizer.param_groups for p in group["params"]}
+        assert in_stage == optimised  # what the stage can train is what the optimiser updates
+        seen.append([all(id(p) in in_stage for p in layer.parameters()) for layer in model.hidden])
+        return real_fit(stage, data, optimizer, **kwargs)
+
+    monkeypatch.setattr(ablation, "fit", spy)
+    ablation.greedy_layerwise(model, digits, steps_per_layer=2, lr=0.1)
+    assert seen == [[True, False, False], [False, True, False], [False, False, True], [False, False, False]]
+
+
+@pytest.mark.parametrize("kwargs, match", [({"steps_per_layer": 0}, "steps_per_layer"),
+                                           ({"lr": 0.0}, "lr")])
+def test_greedy_layerwise_checks_its_arguments(digits, kwargs, match):
+    model = ablation.build(ablation.Recipe(), digits, depth=2, width=8)
+    args = {"steps_per_layer": 1, "lr": 0.1} | kwargs
+    with pytest.raises((ValueError, TypeError), match=match):
+        ablation.greedy_layerwise(model, digits, **args)
+
+
+def test_markdown_table_has_one_row_per_outcome(digits):
+    history = dg.train.History(train_loss=[1.0] * 20, eval_steps=[0, 10, 20],
+                               val_loss=[2, 1, 0.5], val_accuracy=[0.1, 0.5, 0.95])
+
+    class Report:  # the two things the table reads from a GradientReport
+        layers = [type("Layer", (), {"relative_grad": 3.2e-7})()]
+        verdict = type("Verdict", (), {"headline": "vanishing at layer 4 and below"})()
+
+    good = ablation.Outcome(ablation.Recipe(), history, Report(), 0.9375, None)
+    bad = ablation.Outcome(ablation.Recipe(), dg.train.History(train_loss=[1.0], eval_steps=[0], val_loss=[2.0],
+                                                               val_accuracy=[0.1], diverged_at=1),
+                           Report(), 0.1, None)
+    table = ablation.markdown_table({"good": good, "bad": bad}, target=0.9).splitlines()
+    assert len(table) == 4 and "steps to 90%" in table[0]
+    assert table[2] == "| good | 93.8% | 20 | 3.2 × 10⁻⁷ | vanishing at layer 4 and below |"
+    assert table[3].startswith("| bad | 10.0% | diverged |")
+    with pytest.raises(ValueError, match="target"):
+        ablation.markdown_table({}, target=90)
