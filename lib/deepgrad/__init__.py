@@ -12,11 +12,13 @@ Chapters import it as ``import deepgrad as dg``. Each module is one concept:
 - :mod:`deepgrad.models`      an MLP builder with depth, width, activation, init, norm and residual knobs
 - :mod:`deepgrad.autodiff`    backpropagation written out by hand, layer by layer
 - :mod:`deepgrad.diagnostics` per-layer gradient statistics from hooks on any module; a gradient-health report
+- :mod:`deepgrad.ablation`    remedy-by-remedy ablation of a failing network; greedy layer-wise training
 - :mod:`deepgrad.train`       a small training loop with periodic evaluation and divergence detection
 - :mod:`deepgrad.plotting`    the book's figure style and shared plotting helpers
 """
 
 from deepgrad import (
+    ablation,
     activations,
     autodiff,
     data,
@@ -33,6 +35,7 @@ from deepgrad import (
 from deepgrad.repro import default_device, seed_everything, significant
 
 __all__ = [
+    "ablation",
     "activations",
     "autodiff",
     "data",
