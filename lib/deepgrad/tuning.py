@@ -1,6 +1,7 @@
 """Hyperparameter search with Optuna: one objective, every search method, several worker processes.
 
-- :func:`quiet_optuna` makes Optuna print nothing (log level WARNING, experimental-feature warnings off).
+- :func:`quiet_optuna` imports Optuna and makes it print nothing (log level WARNING, experimental-feature
+  warnings off).
 - :func:`tuning_task` is the small digits problem every search in the book solves, and
   :func:`train_config` trains one configuration on it, returning the validation error after each epoch.
 - :class:`Objective` turns that into an Optuna objective (a trial suggests the hyperparameters of
@@ -36,21 +37,31 @@ SAMPLERS = ("grid", "random", "tpe", "gp", "nsga2", "cmaes")
 #: The search space of :func:`suggest`: integer and log-scaled ranges, and categorical choices.
 SPACE = {
     "n_layers": (1, 4),
-    "n_units": (8, 256),
+    "n_units": (8, 16, 32, 64, 128, 256),
     "lr": (1e-3, 1.0),
     "batch_size": (16, 32, 64, 128),
     "activation": ("relu", "tanh", "sigmoid"),
 }
+#: The names of the parameters a trial suggests (Optuna's names; width is searched as log2_units).
+PARAMS = ("n_layers", "log2_units", "lr", "batch_size", "activation")
 #: Validation error returned for a run whose loss became non-finite: a uniform guess's.
 DIVERGED_ERROR = 0.9
 
 
-def quiet_optuna() -> None:
-    """Silence Optuna: warnings-level logging only, and no ``ExperimentalWarning`` (GPSampler, plots)."""
-    import optuna
+def quiet_optuna():
+    """Import Optuna and silence it; returns the ``optuna`` module.
+
+    Optuna then logs warnings only, and issues no ``ExperimentalWarning`` (GPSampler, the Matplotlib
+    plots). The import itself runs with tqdm's "IProgress not found" notice suppressed: in a
+    Jupyter kernel without ipywidgets, ``tqdm.auto`` (imported by Optuna) prints it to stderr.
+    """
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="IProgress not found")
+        import optuna
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
+    return optuna
 
 
 def tuning_task(data: Dataset, *, train_size: int = 512) -> Dataset:
@@ -66,16 +77,21 @@ def tuning_task(data: Dataset, *, train_size: int = 512) -> Dataset:
     return Dataset(f"{data.name}[:{train_size}]", train, data.val, data.test, data.n_features, data.n_classes)
 
 
+def _log2_range(values) -> tuple[int, int]:
+    return int(math.log2(values[0])), int(math.log2(values[-1]))
+
+
 def suggest(trial) -> dict:
     """Ask ``trial`` for one configuration from :data:`SPACE` (the hyperparameters of note 003).
 
-    Depth and width are integers (width on a log scale), the learning rate is log-uniform, batch size
-    and activation are categorical.
+    Depth is an integer; width a power of two, searched through its exponent (``log2_units``: an
+    integer with few values keeps the Gaussian-process sampler's search over it cheap); the learning
+    rate is log-uniform; batch size and activation are categorical.
     """
     lo, hi = SPACE["lr"]
     return {
         "n_layers": trial.suggest_int("n_layers", *SPACE["n_layers"]),
-        "n_units": trial.suggest_int("n_units", *SPACE["n_units"], log=True),
+        "n_units": 2 ** trial.suggest_int("log2_units", *_log2_range(SPACE["n_units"])),
         "lr": trial.suggest_float("lr", lo, hi, log=True),
         "batch_size": trial.suggest_categorical("batch_size", list(SPACE["batch_size"])),
         "activation": trial.suggest_categorical("activation", list(SPACE["activation"])),
@@ -246,15 +262,16 @@ class Objective:
 def default_grid(n_trials: int) -> dict[str, list]:
     """A grid over :data:`SPACE` with at most ``n_trials`` points, values spread over each range.
 
-    Points go first to the learning rate, then to width, depth and batch size; the activation is
+    Keys are Optuna's parameter names (:data:`PARAMS`). Points go first to the learning rate, then to
+    width, depth and batch size; the activation is
     fixed to ReLU once the budget cannot afford more (a grid must fix what it cannot afford to vary).
     """
     positive_int("n_trials", n_trials, minimum=2)
     lr = [1e-2, 1e-1] if n_trials < 24 else [3e-3, 3e-2, 3e-1]
-    grid = {"lr": lr, "n_units": [16, 128], "n_layers": [1, 3], "batch_size": [16, 64],
+    grid = {"lr": lr, "log2_units": [4, 7], "n_layers": [1, 3], "batch_size": [16, 64],
             "activation": ["relu"]}
     while math.prod(len(v) for v in grid.values()) > n_trials:
-        for name in ("batch_size", "n_layers", "n_units"):
+        for name in ("batch_size", "n_layers", "log2_units"):
             if len(grid[name]) > 1:
                 grid[name] = grid[name][:1]
                 break
@@ -435,3 +452,20 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 if __name__ == "__main__":
     raise SystemExit(main())
+
+
+def optuna_figure(plot: Callable, study, *, width: float = 7.5, height: float = 3.2, **kwargs):
+    """Draw one of ``optuna.visualization.matplotlib``'s plots and return its Figure, sized for the book.
+
+    Optuna's plotting functions switch Matplotlib to its "ggplot" style globally; the call runs
+    inside ``matplotlib.rc_context`` so that the book's style is back afterwards.
+    """
+    import matplotlib as mpl
+
+    quiet_optuna()
+    with mpl.rc_context():
+        drawn = plot(study, **kwargs)
+    axes = drawn.flat[0] if isinstance(drawn, np.ndarray) else drawn
+    fig = axes.figure
+    fig.set_size_inches(width, height)
+    return fig
