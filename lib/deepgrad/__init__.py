@@ -11,6 +11,7 @@ Chapters import it as ``import deepgrad as dg``. Each module is one concept:
 - :mod:`deepgrad.residual`    residual blocks (post-/pre-activation, plain, scaled shortcuts, ReZero) and residual MLPs
 - :mod:`deepgrad.models`      an MLP builder with depth, width, activation, init, norm and residual knobs
 - :mod:`deepgrad.autodiff`    backpropagation written out by hand, layer by layer
+- :mod:`deepgrad.clipping`    gradient clipping by value and by global norm, Pascanu's one-unit cliff, truncated BPTT
 - :mod:`deepgrad.diagnostics` per-layer gradient statistics from hooks on any module; a gradient-health report
 - :mod:`deepgrad.ablation`    remedy-by-remedy ablation of a failing network; greedy layer-wise training
 - :mod:`deepgrad.train`       a small training loop with periodic evaluation and divergence detection
@@ -21,6 +22,7 @@ from deepgrad import (
     ablation,
     activations,
     autodiff,
+    clipping,
     data,
     diagnostics,
     init,
@@ -38,6 +40,7 @@ __all__ = [
     "ablation",
     "activations",
     "autodiff",
+    "clipping",
     "data",
     "diagnostics",
     "init",
