@@ -13,6 +13,8 @@ Chapters import it as ``import deepgrad as dg``. Each module is one concept:
 - :mod:`deepgrad.autodiff`    backpropagation written out by hand, layer by layer
 - :mod:`deepgrad.clipping`    gradient clipping by value and by global norm, Pascanu's one-unit cliff, truncated BPTT
 - :mod:`deepgrad.diagnostics` per-layer gradient statistics from hooks on any module; a gradient-health report
+- :mod:`deepgrad.optim`       optimisers from their update equations (SGD, momentum, Nesterov, Adagrad, RMSprop, Adadelta, Adam, AdamW)
+- :mod:`deepgrad.schedules`   the learning-rate range test; step, cosine, triangular and one-cycle schedules
 - :mod:`deepgrad.ablation`    remedy-by-remedy ablation of a failing network; greedy layer-wise training
 - :mod:`deepgrad.train`       a small training loop with periodic evaluation and divergence detection
 - :mod:`deepgrad.plotting`    the book's figure style and shared plotting helpers
@@ -28,10 +30,12 @@ from deepgrad import (
     init,
     models,
     normalization,
+    optim,
     plotting,
     propagation,
     repro,
     residual,
+    schedules,
     train,
 )
 from deepgrad.repro import default_device, seed_everything, significant
@@ -46,10 +50,12 @@ __all__ = [
     "init",
     "models",
     "normalization",
+    "optim",
     "plotting",
     "propagation",
     "repro",
     "residual",
+    "schedules",
     "train",
     "default_device",
     "seed_everything",
