@@ -33,9 +33,9 @@ def _run_workers(storage: str, study: str) -> None:
                                "--study", study, "--trials", str(TRIALS_PER_WORKER), "--seed", str(seed)],
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
              for seed in range(WORKERS)]
-    for proc in procs:
-        out, err = proc.communicate(timeout=300)
-        assert proc.returncode == 0, err
+    results = [(proc.communicate(timeout=300), proc.returncode) for proc in procs]
+    for (out, err), returncode in results:
+        assert returncode == 0, err
         assert out == "" and err == "", (out, err)
 
 
@@ -139,9 +139,11 @@ def postgres_url():
 
 
 def test_two_workers_share_a_postgresql_database(postgres_url):
-    # the study is created by the first worker that gets there; both must end up in it
-    _run_workers(postgres_url, "shared")
+    # Creating the database schema is not safe to race (two processes creating the same tables and
+    # types collide), so it is made once, before the workers, as the chapter tells the reader to.
+    # The study itself is created by whichever worker gets there first; both must end up in it.
     storage = tuning.open_storage(postgres_url)
+    _run_workers(postgres_url, "shared")
     try:
         _check_one_study(storage, "shared")
     finally:
