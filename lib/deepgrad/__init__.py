@@ -13,6 +13,7 @@ Chapters import it as ``import deepgrad as dg``. Each module is one concept:
 - :mod:`deepgrad.autodiff`    backpropagation written out by hand, layer by layer
 - :mod:`deepgrad.clipping`    gradient clipping by value and by global norm, Pascanu's one-unit cliff, truncated BPTT
 - :mod:`deepgrad.diagnostics` per-layer gradient statistics from hooks on any module; a gradient-health report
+- :mod:`deepgrad.recurrent`   the product through time, RNN/LSTM/GRU cells from their equations, truncated BPTT, echo state networks
 - :mod:`deepgrad.optim`       optimisers from their update equations (SGD, momentum, Nesterov, Adagrad, RMSprop, Adadelta, Adam, AdamW)
 - :mod:`deepgrad.schedules`   the learning-rate range test; step, cosine, triangular and one-cycle schedules
 - :mod:`deepgrad.ablation`    remedy-by-remedy ablation of a failing network; greedy layer-wise training
@@ -33,6 +34,7 @@ from deepgrad import (
     optim,
     plotting,
     propagation,
+    recurrent,
     repro,
     residual,
     schedules,
@@ -53,6 +55,7 @@ __all__ = [
     "optim",
     "plotting",
     "propagation",
+    "recurrent",
     "repro",
     "residual",
     "schedules",
