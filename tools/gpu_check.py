@@ -60,7 +60,10 @@ def export(out: Path) -> None:
     (out / "stubs" / "IPython" / "__init__.py").write_text(IPYTHON_INIT)
     (out / "stubs" / "IPython" / "display.py").write_text(IPYTHON_STUB)
     for stem, path in notebook_chapters().items():
-        script = jupytext.writes(jupytext.read(path), fmt="py:percent")
+        notebook = jupytext.read(path)
+        # the Colab install cell is IPython syntax (an indented %pip); the device has deepgrad already
+        notebook.cells = [cell for cell in notebook.cells if "%pip" not in cell.source]
+        script = jupytext.writes(notebook, fmt="py:percent")
         (out / f"{stem}.py").write_text(script + FOOTER)
     print(f"wrote {len(notebook_chapters())} chapter scripts to {out}")
 
