@@ -13,11 +13,12 @@ Chapters import it as ``import deepgrad as dg``. Each module is one concept:
 - :mod:`deepgrad.autodiff`    backpropagation written out by hand, layer by layer
 - :mod:`deepgrad.clipping`    gradient clipping by value and by global norm, Pascanu's one-unit cliff, truncated BPTT
 - :mod:`deepgrad.diagnostics` per-layer gradient statistics from hooks on any module; a gradient-health report
-- :mod:`deepgrad.recurrent`   the product through time, RNN/LSTM/GRU cells from their equations, truncated BPTT, echo state networks
-- :mod:`deepgrad.optim`       optimisers from their update equations (SGD, momentum, Nesterov, Adagrad, RMSprop, Adadelta, Adam, AdamW)
+- :mod:`deepgrad.recurrent`   the product through time, RNN/LSTM/GRU cells by hand, truncated BPTT, echo state nets
+- :mod:`deepgrad.optim`       optimisers from their update equations (SGD to AdamW), 2-D test functions
 - :mod:`deepgrad.schedules`   the learning-rate range test; step, cosine, triangular and one-cycle schedules
+- :mod:`deepgrad.tuning`      hyperparameter search with Optuna: seeded samplers, grid vs random, shared workers
 - :mod:`deepgrad.ablation`    remedy-by-remedy ablation of a failing network; greedy layer-wise training
-- :mod:`deepgrad.train`       a small training loop with periodic evaluation and divergence detection
+- :mod:`deepgrad.train`       a training loop with divergence detection, Keras-style early stopping, Prechelt
 - :mod:`deepgrad.plotting`    the book's figure style and shared plotting helpers
 """
 
@@ -39,6 +40,7 @@ from deepgrad import (
     residual,
     schedules,
     train,
+    tuning,
 )
 from deepgrad.repro import default_device, seed_everything, significant
 
@@ -60,6 +62,7 @@ __all__ = [
     "residual",
     "schedules",
     "train",
+    "tuning",
     "default_device",
     "seed_everything",
     "significant",
