@@ -40,7 +40,6 @@ from deepgrad import (
     residual,
     schedules,
     train,
-    tuning,
 )
 from deepgrad.repro import default_device, seed_everything, significant
 
@@ -68,3 +67,14 @@ __all__ = [
     "significant",
 ]
 __version__ = "0.1.0"
+
+
+def __getattr__(name: str):
+    # deepgrad.tuning imports Optuna, which most chapters do not need: it is loaded on first use
+    # (``dg.tuning`` or ``from deepgrad import tuning``), and ``python -m deepgrad.tuning`` runs its
+    # worker without the package having imported it first.
+    if name == "tuning":
+        import importlib
+
+        return importlib.import_module("deepgrad.tuning")
+    raise AttributeError(f"module 'deepgrad' has no attribute {name!r}")
