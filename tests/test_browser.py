@@ -97,6 +97,7 @@ class PageReport:
     accessibility: list[str] = field(default_factory=list)
     links: list[tuple[str, str]] = field(default_factory=list)  # (href as written, absolute URL)
     rendering: list[str] = field(default_factory=list)
+    wide_math: list[str] = field(default_factory=list)
     screenshot: Path | None = None
 
 
@@ -137,7 +138,19 @@ _INSPECT = r"""() => {
     try { return [sheet.href, sheet.cssRules.length]; } catch (e) { return [sheet.href, -1]; } });
   const fonts = Array.from(document.fonts, f => [f.family, f.status]);
   const mathjax = !!(window.MathJax && MathJax.startup && MathJax.startup.document);
-  return {images, unrendered, errors, undefinedTex, texts, links, sheets, fonts, mathjax,
+  // display equations wider than the text column (the reader would have to scroll them sideways)
+  const wide = [];
+  if (mathjax) {
+    for (const item of MathJax.startup.document.math) {
+      const el = item.typesetRoot;
+      if (!item.display || !el) { continue; }
+      const box = el.parentElement || el;
+      if (Math.max(el.scrollWidth, box.scrollWidth) > box.clientWidth + 2) {
+        wide.push(item.math.replace(/\s+/g, " ").trim().slice(0, 80));
+      }
+    }
+  }
+  return {images, unrendered, errors, undefinedTex, texts, links, sheets, fonts, mathjax, wide,
           hasMath: document.querySelector(".math") !== null};
 }"""
 
@@ -214,6 +227,7 @@ class Book:
         report.math += [f"raw TeX left in the page: {text!r}" for text in raw]
         if found["hasMath"] and not found["mathjax"]:
             report.math.append("the page has equations but MathJax did not start")
+        report.wide_math = [f"display equation wider than the text column: {tex}" for tex in found["wide"]]
         report.rendering += [f"stylesheet {href} did not load" for href, rules in found["sheets"] if rules == 0]
         report.rendering += [f"font {family} failed to load" for family, status in found["fonts"] if status == "error"]
         report.links = [tuple(link) for link in found["links"]]
@@ -285,6 +299,12 @@ def test_images_loaded_and_described(book, page):
 @pytest.mark.parametrize("page", PAGES)
 def test_equations_typeset(book, page):
     _fail_if(page, "equations", book.visit(page).math)
+
+
+@pytest.mark.parametrize("page", PAGES)
+def test_display_equations_fit_the_column(book, page):
+    _fail_if(page, "equations too wide (split them over lines, e.g. with gathered or aligned)",
+             book.visit(page).wide_math)
 
 
 @pytest.mark.parametrize("page", PAGES)
