@@ -110,6 +110,22 @@ def test_adding_problem_baseline_is_one_sixth():
     assert abs(((y - 1) ** 2).mean().item() - 1 / 6) < 0.005
 
 
+@pytest.mark.parametrize("length", [4, 10, 40])
+def test_adding_problem_marker_blind_error(length):
+    # The best predictor that ignores the markers, the sum of the halves' mean values, has error
+    # (1/6)(1 - 2/length) (recurrent chapter); checked by simulation to 4 standard errors.
+    x, y = data.adding_problem(200_000, length, generator=torch.Generator().manual_seed(2), dtype=torch.float64)
+    half = length // 2
+    blind = x[:, :half, 0].mean(1) + x[:, half:, 0].mean(1)
+    sq = (y - blind) ** 2
+    stderr = sq.std().item() / len(sq) ** 0.5
+    assert abs(sq.mean().item() - (1 - 2 / length) / 6) < 4 * stderr
+    # and no marker-blind predictor beats it: the residual is uncorrelated with the values
+    resid = y - blind
+    for j in (0, half - 1, half, length - 1):
+        assert abs(torch.corrcoef(torch.stack([resid, x[:, j, 0]]))[0, 1].item()) < 0.02
+
+
 def test_delayed_copies_are_the_signal_shifted():
     u, targets = data.delayed_copies(50, 4, generator=torch.Generator().manual_seed(0))
     assert u.shape == (50,) and targets.shape == (50, 4)
