@@ -361,3 +361,12 @@ def test_verdict_survives_a_zero_weight_gradient_in_the_last_layer():
     verdict = report.verdict
     assert verdict.kind in diagnostics.VERDICTS
     assert "inf×" in verdict.evidence or "nan×" in verdict.evidence
+
+
+@pytest.mark.parametrize(("layer", "headline"), [(1, "vanishing at layer 1"), (2, "vanishing at layer 2 and below"),
+                                                 (7, "vanishing at layer 7 and below")])
+def test_vanishing_headline_names_the_layers(layer, headline):
+    from deepgrad.diagnostics import Verdict
+
+    assert Verdict("vanishing", layer, "evidence").headline == headline
+    assert Verdict("healthy", None, "evidence").headline == "healthy"

@@ -207,8 +207,11 @@ class Verdict:
 
     @property
     def headline(self) -> str:
-        """``"healthy"``, ``"exploding"``, ``"no data"`` or ``"vanishing at layer k and below"``."""
-        return f"vanishing at layer {self.layer} and below" if self.kind == "vanishing" else self.kind
+        """``"healthy"``, ``"exploding"``, ``"no data"`` or ``"vanishing at layer k and below"``
+        (``"vanishing at layer 1"`` when only the lowest layer is affected)."""
+        if self.kind != "vanishing":
+            return self.kind
+        return "vanishing at layer 1" if self.layer == 1 else f"vanishing at layer {self.layer} and below"
 
     def __str__(self) -> str:
         return textwrap.fill(f"{self.headline}: {self.evidence}", width=78, subsequent_indent="  ")
