@@ -125,13 +125,8 @@ def train_config(config: dict, data: Dataset, *, epochs: int = 3, seed: int = 0,
     opt = torch.optim.SGD(model.parameters(), lr=config["lr"], momentum=momentum)
     errors: list[float] = []
     for _ in range(epochs):
-        for x, y in batches(data.train, config["batch_size"], generator=generator, drop_last=True):
-            loss = F.cross_entropy(model(x), y)
-            if not torch.isfinite(loss):
-                return errors + [DIVERGED_ERROR] * (epochs - len(errors))
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
+        if not _epoch(model, opt, data, config["batch_size"], generator):
+            return errors + [DIVERGED_ERROR] * (epochs - len(errors))
         val_loss, accuracy = evaluate(model, data.val)
         if not math.isfinite(val_loss):
             return errors + [DIVERGED_ERROR] * (epochs - len(errors))
