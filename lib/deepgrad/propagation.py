@@ -25,8 +25,13 @@ The prediction:
 
 The measurement:
 
-- :func:`random_mlp_stats`: draw a random MLP (Gaussian or orthogonal weights), run a batch through
-  it, back-propagate with autograd, return per-layer statistics (:class:`RandomNetStats`);
+- :func:`propagate`: the one forward-and-backward measurement of a stack of layers: run a batch
+  through it, back-propagate a random readout with autograd, return per-layer statistics
+  (:class:`RandomNetStats`), among them δ^l, the quantity that vanishes or explodes;
+- :func:`random_mlp_stats`: a random MLP parametrised by σ_w and σ_b (Gaussian or orthogonal
+  weights, drawn with :mod:`deepgrad.init`'s samplers), measured by :func:`propagate`;
+- :func:`signal_profile`: a random stack initialised by any :mod:`deepgrad.init` scheme, measured by
+  :func:`propagate` (:class:`SignalProfile`: the std of a^l and of δ^l per layer);
 - :func:`first_layer_gradients`: ‖δ^1‖ for networks of many depths at once, by the backward
   recursion written out (tested against autograd).
 
