@@ -38,13 +38,16 @@ from __future__ import annotations
 import inspect
 import math
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import Tensor, nn
 
 from deepgrad._checks import non_negative, one_of, positive_int
 from deepgrad.activations import LEAKY_SLOPE, PRELU_INIT
+
+if TYPE_CHECKING:
+    from deepgrad.propagation import SignalProfile
 
 #: Which fan :func:`he_normal_` and :func:`he_uniform_` divide by.
 MODES = ("fan_in", "fan_out")
@@ -479,7 +482,7 @@ def recommended(activation: str) -> tuple[str, dict[str, Any]]:
 
 def signal_profile(activation: str, scheme: str, *, depth: int, width: int, batch: int = 256,
                    generator: torch.Generator | None = None, dtype: torch.dtype = torch.float64,
-                   scheme_kwargs: dict[str, Any] | None = None) -> Any:
+                   scheme_kwargs: dict[str, Any] | None = None) -> SignalProfile:
     """:func:`deepgrad.propagation.signal_profile`, reached from here too: per-layer std of the
     activations a^l and of the back-propagated gradients δ^l = ∂L/∂z^l in a random stack whose
     weights this module's ``scheme`` draws. The measurement itself lives in :mod:`deepgrad.propagation`."""
