@@ -92,6 +92,23 @@ class TestBadArguments:
         with pytest.raises(ValueError, match="noise must be a finite number >= 0"):
             data.spirals(noise=-1.0)
 
+    @pytest.mark.parametrize("dtype", [torch.int64, torch.int32, torch.uint8, torch.bool, torch.complex64])
+    def test_non_floating_dtype_is_refused_not_truncated(self, dtype):
+        # torch.int64 used to turn the z-scores into integers (0.7 -> 0) without a word
+        with pytest.raises(ValueError, match="dtype must be a floating-point torch.dtype.*got torch."):
+            data.load_digits(dtype=dtype)
+        with pytest.raises(ValueError, match="dtype must be a floating-point torch.dtype"):
+            data.spirals(dtype=dtype)
+
+    @pytest.mark.parametrize("dtype", ["float32", float, None])
+    def test_dtype_must_be_a_torch_dtype(self, dtype):
+        with pytest.raises(TypeError, match="dtype must be a torch.dtype"):
+            data.load_digits(dtype=dtype)
+
+    def test_every_floating_dtype_is_accepted(self):
+        for dtype in (torch.float16, torch.bfloat16, torch.float64):
+            assert data.load_digits(dtype=dtype).train.x.dtype == dtype
+
 
 def test_adding_problem_marks_one_value_in_each_half_and_sums_them():
     x, y = data.adding_problem(200, 10, generator=torch.Generator().manual_seed(0))

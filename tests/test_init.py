@@ -243,6 +243,35 @@ def test_orthogonal_sign_correction_makes_it_haar():
     assert abs(positive / 400 - 0.5) < 0.125
 
 
+@pytest.mark.parametrize("shape", [(6, 6), (4, 9), (9, 4)])
+def test_orthogonal_entries_have_the_haar_moments_as_torch_draws_do(shape):
+    """An entry q of a Haar-random matrix with orthonormal rows or columns (n = max(rows, cols)) has
+    E[q²] = 1/n and E[q⁴] = 3/(n(n+2)) (q² ~ Beta(1/2, (n-1)/2)); QR without the sign correction
+    keeps E[q²] but not the symmetry of q. 3000 draws of ours and, independently, of torch's."""
+    n, draws = max(shape), 3000
+    ours = torch.stack([init.orthogonal_(torch.empty(shape, dtype=torch.float64), gain=2.0, generator=g)
+                        for g in [gen(60)] for _ in range(draws)]) / 2.0
+    g = gen(61)
+    theirs = torch.stack([nn.init.orthogonal_(torch.empty(shape, dtype=torch.float64), generator=g)
+                          for _ in range(draws)])
+    for q in (ours, theirs):
+        q = q[:, 0, 0]
+        m2, m4 = q.pow(2).mean().item(), q.pow(4).mean().item()
+        se2 = math.sqrt((3 / (n * (n + 2)) - 1 / n**2) / draws)
+        assert abs(m2 - 1 / n) < 5 * se2
+        assert m4 == pytest.approx(3 / (n * (n + 2)), rel=0.25)
+        assert abs(q.mean().item()) < 5 * math.sqrt(1 / n / draws)  # symmetric about 0: the sign correction
+
+
+def test_orthogonal_argument_errors():
+    with pytest.raises(TypeError, match="gain must be a number >= 0"):
+        init.orthogonal_(torch.empty(3, 3), gain="1")
+    with pytest.raises(ValueError, match="gain must be a finite number >= 0"):
+        init.orthogonal_(torch.empty(3, 3), gain=-1.0)
+    with pytest.raises(TypeError, match="tensor must be a torch.Tensor"):
+        init.orthogonal_([[1.0, 0.0], [0.0, 1.0]])
+
+
 # --- PyTorch's nn.Linear default ----------------------------------------------------------------
 
 def test_pytorch_default_linear_reproduces_nn_linear():

@@ -171,17 +171,65 @@ INVALID = [
 
 
 @pytest.mark.parametrize(("name", "kwargs"), INVALID)
-def test_invalid_arguments_raise_pytorchs_message(name, kwargs):
+def test_invalid_arguments_raise_pytorchs_message_and_name_the_argument(name, kwargs):
     mine_cls, torch_cls = optim.OPTIMIZERS[name]
     w = [torch.zeros(2, requires_grad=True)]
     with pytest.raises(ValueError) as theirs:
         torch_cls(w, **kwargs)
     with pytest.raises(ValueError) as mine:
         mine_cls(w, **kwargs)
-    assert str(mine.value) == str(theirs.value)
-    named = {"lr": "learning rate", "eps": "epsilon", "betas": "beta", "nesterov": "Nesterov"}
+    assert str(mine.value).startswith(str(theirs.value))
     argument = next(k for k in reversed(kwargs) if k != "dampening")
-    assert named.get(argument, argument) in str(mine.value)
+    assert {"nesterov": "Nesterov"}.get(argument, argument) in str(mine.value)
+
+
+# Values torch.optim accepts (or does not check) and fails on later, or never: refused when built.
+VALUE_ERRORS = [
+    ("Adam", dict(betas=(0.9,)), r"betas must be two real numbers in \[0, 1\).*got 1: \(0.9,\)"),
+    ("AdamW", dict(betas=(0.9, 0.99, 0.999)), r"betas must be two real numbers in \[0, 1\).*got 3: "),
+    ("SGD", dict(lr=math.inf), r"Invalid learning rate: inf \(lr must be a finite number >= 0\)"),
+    ("SGD", dict(lr=math.nan), r"Invalid learning rate: nan \(lr must be a finite number >= 0\)"),
+    ("RMSprop", dict(weight_decay=math.inf), r"weight_decay must be a finite number >= 0"),
+]
+TYPE_ERRORS = [
+    ("SGD", dict(lr="0.1"), "lr must be a real number >= 0, got str '0.1'"),
+    ("SGD", dict(lr=True), "lr must be a real number >= 0, got bool"),
+    ("SGD", dict(lr=torch.tensor(0.1)), "lr must be a real number >= 0, got Tensor"),
+    ("SGD", dict(lr=0.1, momentum="0.9"), "momentum must be a real number >= 0"),
+    ("SGD", dict(lr=0.1, dampening=None), "dampening must be a real number"),
+    ("SGD", dict(lr=0.1, momentum=0.9, nesterov="yes"), "nesterov must be True or False"),
+    ("Adam", dict(betas=0.9), r"betas must be two real numbers in \[0, 1\).*got float 0.9"),
+    ("Adam", dict(betas=("0.9", 0.999)), r"betas\[0\] must be a real number in \[0, 1\)"),
+    ("Adam", dict(eps=None), "eps must be a real number >= 0"),
+    ("Adam", dict(bias_correction=1), "bias_correction must be True or False"),
+    ("Adagrad", dict(lr_decay="0"), "lr_decay must be a real number >= 0"),
+    ("RMSprop", dict(alpha=[0.9]), "alpha must be a real number >= 0"),
+    ("RMSprop", dict(centered=None), "centered must be True or False"),
+    ("Adadelta", dict(rho="0.9"), r"rho must be a real number in \[0, 1\]"),
+]
+
+
+@pytest.mark.parametrize(("name", "kwargs", "message"), VALUE_ERRORS)
+def test_bad_values_are_refused_when_the_optimiser_is_built(name, kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        optim.OPTIMIZERS[name][0]([torch.zeros(2, requires_grad=True)], **kwargs)
+
+
+@pytest.mark.parametrize(("name", "kwargs", "message"), TYPE_ERRORS)
+def test_wrong_types_raise_type_error_naming_the_argument(name, kwargs, message):
+    with pytest.raises(TypeError, match=message):
+        optim.OPTIMIZERS[name][0]([torch.zeros(2, requires_grad=True)], **kwargs)
+
+
+def test_adam_with_one_beta_used_to_fail_only_at_the_first_step():
+    w = torch.zeros(2, requires_grad=True)
+    with pytest.raises(ValueError, match="betas"):
+        optim.Adam([w], betas=(0.9,))
+    # a list of two is as good as a tuple, and it steps
+    opt = optim.Adam([w], lr=0.1, betas=[0.9, 0.99])
+    (w - 1).pow(2).sum().backward()
+    opt.step()
+    assert opt.param_groups[0]["betas"] == (0.9, 0.99) and (w > 0).all()
 
 
 def test_ema_momentum_validates_its_arguments():
@@ -190,6 +238,12 @@ def test_ema_momentum_validates_its_arguments():
         optim.MomentumEMA(w, beta=1.0)
     with pytest.raises(ValueError, match="Invalid learning rate: -1"):
         optim.MomentumEMA(w, lr=-1)
+    with pytest.raises(ValueError, match=r"beta must be in \[0, 1\)"):
+        optim.MomentumEMA(w, beta=-0.1)
+    with pytest.raises(TypeError, match="beta must be a real number in"):
+        optim.MomentumEMA(w, beta="0.9")
+    with pytest.raises(TypeError, match="lr must be a real number >= 0"):
+        optim.MomentumEMA(w, lr=None)
 
 
 # --- 2-D functions and trajectories --------------------------------------------------------------

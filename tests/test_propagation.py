@@ -5,7 +5,7 @@ import pytest
 import torch
 from torch import nn
 
-from deepgrad import activations, propagation
+from deepgrad import activations, init, propagation
 
 SIGMOID = activations.get("sigmoid")
 TANH = activations.get("tanh")
@@ -212,6 +212,11 @@ def test_random_mlp_stats_agree_with_torch_nn_and_autograd(activation):
         assert stats.second_moment[l].item() == pytest.approx(zs[l].pow(2).mean().item(), rel=1e-12)
         assert stats.delta_sq[l].item() == pytest.approx(zs[l].grad.pow(2).sum(1).mean().item(), rel=1e-12)
         assert stats.weight_grad_norm[l].item() == pytest.approx(linears[l].weight.grad.norm().item(), rel=1e-12)
+        assert stats.activation_std[l].item() == pytest.approx(f(zs[l]).std().item(), rel=1e-12)
+        assert stats.delta_std[l].item() == pytest.approx(zs[l].grad.std().item(), rel=1e-12)
+        assert stats.slope_sq[l].item() == pytest.approx(
+            activations.get(activation).derivative(zs[l]).pow(2).mean().item(), rel=1e-12)
+    assert (stats.weight_std, stats.bias_std) == (std, bias_std)
 
 
 @pytest.mark.parametrize("activation, std, bias_std, depth",
@@ -342,3 +347,75 @@ def test_random_mlp_stats_return_overflow_as_non_finite_values_without_warnings(
                                          generator=torch.Generator().manual_seed(0))
     assert math.isfinite(stats.second_moment[0].item())
     assert not torch.isfinite(stats.second_moment[-1])  # (16^2 / 2)^40 is beyond float32
+
+
+# --- one measurer, one orthogonal sampler -------------------------------------------------------------
+
+def test_random_layers_draw_with_inits_samplers():
+    """The Gaussian and orthogonal layers are deepgrad.init's draws (and so torch.nn.init's), in order."""
+    g = torch.Generator().manual_seed(5)
+    gauss, _ = propagation._random_layers(12, 16, 3, 1.5, 0.0, g, torch.float64, "gaussian")
+    g = torch.Generator().manual_seed(5)
+    for w, n in zip(gauss, [12, 16, 16], strict=True):
+        assert torch.equal(w, torch.randn(16, n, generator=g, dtype=torch.float64) * (1.5 / math.sqrt(n)))
+    g = torch.Generator().manual_seed(6)
+    ortho, _ = propagation._random_layers(40, 16, 2, 1.5, 0.0, g, torch.float64, "orthogonal")
+    g = torch.Generator().manual_seed(6)
+    for w, n in zip(ortho, [40, 16], strict=True):
+        gain = 1.5 * math.sqrt(max(16, n) / n)
+        theirs = nn.init.orthogonal_(torch.empty(16, n, dtype=torch.float64), gain=gain, generator=g)
+        torch.testing.assert_close(w, theirs, rtol=1e-12, atol=1e-14)
+    assert not hasattr(propagation, "_orthogonal")  # one orthogonal sampler: deepgrad.init's
+
+
+def test_signal_profile_is_propagates_measurement_on_an_init_stack():
+    kwargs = dict(depth=5, width=12, batch=9, scheme_kwargs={"gain": 1.2})
+    profile = propagation.signal_profile("tanh", "xavier_uniform", generator=torch.Generator().manual_seed(8),
+                                         **kwargs)
+    g = torch.Generator().manual_seed(8)
+    weights = [init.xavier_uniform_(torch.empty(12, 12, dtype=torch.float64), gain=1.2, generator=g)
+               for _ in range(5)]
+    x = torch.randn(9, 12, generator=g, dtype=torch.float64)
+    readout = torch.randn(9, 12, generator=g, dtype=torch.float64) / math.sqrt(12)
+    stats = propagation.propagate("tanh", x, weights, readout)
+    assert torch.equal(profile.activation_std, stats.activation_std)
+    assert torch.equal(profile.gradient_std, stats.delta_std)  # δ = ∂L/∂z, not the weight gradient
+    assert torch.equal(profile.stats.delta_sq, stats.delta_sq)
+    # deepgrad.init's name for it is the same function
+    again = init.signal_profile("tanh", "xavier_uniform", generator=torch.Generator().manual_seed(8), **kwargs)
+    assert torch.equal(again.gradient_std, profile.gradient_std) and again.scheme == "xavier_uniform"
+
+
+def test_propagate_leaves_the_weights_alone_and_takes_non_square_layers():
+    g = torch.Generator().manual_seed(2)
+    weights = [torch.randn(7, 5, generator=g, dtype=torch.float64),
+               torch.randn(3, 7, generator=g, dtype=torch.float64)]
+    before = [w.clone() for w in weights]
+    x = torch.randn(4, 5, generator=g, dtype=torch.float64)
+    u = torch.randn(4, 3, generator=g, dtype=torch.float64)
+    biases = [torch.zeros(7, dtype=torch.float64), torch.zeros(3, dtype=torch.float64)]
+    stats = propagation.propagate("relu", x, weights, u, biases=biases)
+    assert stats.depth == 2 and stats.width == 3 and math.isnan(stats.weight_std)
+    assert all(torch.equal(w, b) and not w.requires_grad and w.grad is None
+               for w, b in zip(weights, before, strict=True))
+    # the top layer's δ is f'(z) ⊙ u, by hand
+    z2 = torch.relu(x @ weights[0].T) @ weights[1].T
+    assert stats.delta_sq[1].item() == pytest.approx(((z2 > 0) * u).pow(2).sum(1).mean().item(), rel=1e-12)
+
+
+@pytest.mark.parametrize(("call", "message"), [
+    (lambda: propagation.propagate("tanh", torch.ones(4), [torch.ones(3, 3)], torch.ones(4, 3)),
+     "inputs must be a 2-D"),
+    (lambda: propagation.propagate("tanh", torch.ones(4, 3), [], torch.ones(4, 3)), "weights must be a non-empty"),
+    (lambda: propagation.propagate("tanh", torch.ones(4, 3), [torch.ones(5, 2)], torch.ones(4, 5)),
+     r"weights\[0\] \(layer 1\) must be a 2-D tensor with 3 columns"),
+    (lambda: propagation.propagate("tanh", torch.ones(4, 3), [torch.ones(5, 3)], torch.ones(4, 3)),
+     r"readout must be a tensor of shape \(4, 5\)"),
+    (lambda: propagation.propagate("tanh", torch.ones(4, 3), [torch.ones(5, 3)], torch.ones(4, 5),
+                                   biases=[torch.ones(3)]),
+     "biases must be None or one 1-D tensor per layer"),
+    (lambda: propagation.signal_profile("relu", "glorot", depth=2, width=4), "scheme must be one of"),
+])
+def test_propagate_argument_errors(call, message):
+    with pytest.raises(ValueError, match=message):
+        call()

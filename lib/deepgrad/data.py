@@ -15,6 +15,7 @@ from __future__ import annotations
 import math
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from sklearn.datasets import load_digits as _sklearn_digits
@@ -75,8 +76,21 @@ def _standardise(x: Tensor, train_idx: Tensor) -> Tensor:
     return (x - mean) / std
 
 
+def _floating_dtype(name: str, value: Any) -> torch.dtype:
+    """``value`` if it is a floating-point ``torch.dtype``: features cast to an integer type would be
+    truncated (a z-score of 0.7 becomes 0), so integer, bool and complex types are refused."""
+    if not isinstance(value, torch.dtype):
+        raise TypeError(f"{name} must be a torch.dtype (a floating-point one, e.g. torch.float32), "
+                        f"got {type(value).__name__} {value!r}")
+    if not value.is_floating_point:
+        raise ValueError(f"{name} must be a floating-point torch.dtype (torch.float16, bfloat16, float32 "
+                         f"or float64): the features are real numbers; got {value}")
+    return value
+
+
 def _make_dataset(name: str, x: Tensor, y: Tensor, *, val_fraction: float, test_fraction: float,
                   seed: int, standardize: bool, dtype: torch.dtype, device) -> Dataset:
+    _floating_dtype("dtype", dtype)
     fraction("val_fraction", val_fraction)
     fraction("test_fraction", test_fraction)
     train_idx, val_idx, test_idx = _three_way_split(x, y, val_fraction, test_fraction, seed)
@@ -96,7 +110,8 @@ def load_digits(*, val_fraction: float = 0.2, test_fraction: float = 0.2, standa
     Pixel intensities (0–16) are z-scored per pixel using the training part's statistics when
     ``standardize`` is true (pixels that are constant on the training part stay 0). The split is
     stratified by class and fixed by ``seed``, independently of the global random state, so every
-    chapter sees the same 1,077 / 360 / 360 images by default (checked by the tests).
+    chapter sees the same 1,077 / 360 / 360 images by default (checked by the tests). ``dtype`` must
+    be a floating-point type: an integer one would truncate the z-scores, and raises ``ValueError``.
     """
     raw = _sklearn_digits()
     x = torch.as_tensor(raw.data, dtype=torch.float64)

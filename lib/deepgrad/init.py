@@ -28,8 +28,9 @@ one into the ``init=`` callable of :class:`deepgrad.models.MLP`; :func:`pytorch_
 reproduces what ``nn.Linear`` does when nobody asks; :func:`product_singular_values` shows why
 orthogonal matrices, not merely variance-preserving ones, make a deep linear map an isometry;
 :func:`variance` gives a scheme's Var(W_ij) from its formula, :data:`RECOMMENDED` the scheme for each
-activation, and :func:`signal_profile` the per-layer size of activations and gradients in a random
-stack initialised by any scheme.
+activation. :func:`signal_profile`, the per-layer size of activations and back-propagated gradients
+in a random stack initialised by any scheme, is :mod:`deepgrad.propagation`'s, which draws its
+weights (Gaussian or orthogonal) with this module's samplers.
 """
 
 from __future__ import annotations
@@ -37,15 +38,16 @@ from __future__ import annotations
 import inspect
 import math
 from collections.abc import Callable
-from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import Tensor, nn
 
-from deepgrad import activations
 from deepgrad._checks import non_negative, one_of, positive_int
 from deepgrad.activations import LEAKY_SLOPE, PRELU_INIT
+
+if TYPE_CHECKING:
+    from deepgrad.propagation import SignalProfile
 
 #: Which fan :func:`he_normal_` and :func:`he_uniform_` divide by.
 MODES = ("fan_in", "fan_out")
@@ -414,7 +416,7 @@ def product_singular_values(depth: int, size: int, scheme: str,
 
 
 # ----------------------------------------------------------------------------------------------
-# Variances by formula, recommendations, and signal propagation through a random stack
+# Variances by formula, recommendations, and the random stack's profile
 # ----------------------------------------------------------------------------------------------
 
 #: Schemes whose variance :func:`variance` gives from the tensor's fans alone (plus a gain).
@@ -478,61 +480,13 @@ def recommended(activation: str) -> tuple[str, dict[str, Any]]:
     return scheme, dict(kwargs)
 
 
-@dataclass(frozen=True)
-class SignalProfile:
-    """What :func:`signal_profile` measured, one value per hidden layer l = 1..depth (float64 tensors).
-
-    ``activation_std``: standard deviation of a^l over examples and units.
-    ``gradient_std``: standard deviation of δ^l = ∂L/∂z^l over examples and units (its mean is ~0).
-    """
-
-    activation: str
-    scheme: str
-    activation_std: Tensor
-    gradient_std: Tensor
-
-
-def _layer_weights(scheme: str, depth: int, width: int, generator: torch.Generator | None,
-                   dtype: torch.dtype, kwargs: dict[str, Any]) -> list[Tensor]:
-    fill = get(scheme)
-    return [fill(torch.empty(width, width, dtype=dtype), generator=generator, **kwargs) for _ in range(depth)]
-
-
 def signal_profile(activation: str, scheme: str, *, depth: int, width: int, batch: int = 256,
                    generator: torch.Generator | None = None, dtype: torch.dtype = torch.float64,
                    scheme_kwargs: dict[str, Any] | None = None) -> SignalProfile:
-    """Forward and back-propagate a batch through a random stack initialised by ``scheme``.
+    """:func:`deepgrad.propagation.signal_profile`, reached from here too: per-layer std of the
+    activations a^l and of the back-propagated gradients δ^l = ∂L/∂z^l in a random stack whose
+    weights this module's ``scheme`` draws. The measurement itself lives in :mod:`deepgrad.propagation`."""
+    from deepgrad import propagation  # propagation imports this module: import it when called
 
-    The stack: ``depth`` square layers of ``width`` units, z^l = a^{l-1} (W^l)ᵀ, a^l = f(z^l), no
-    biases, each W^l filled in turn by ``get(scheme)(W, generator=generator, **scheme_kwargs)``
-    (``scheme_kwargs`` a dict, e.g. ``{"std": 0.01}`` or ``{"activation": "selu"}``).
-    The input a^0 holds ``batch`` standard Gaussian vectors; the loss is a random linear readout
-    L = Σ_b u_b · a^depth_b with u_b ~ N(0, I/width) drawn per example (as in
-    :func:`deepgrad.propagation.random_mlp_stats`), so the gradient leaves the top with the size
-    of one more LeCun-initialised layer. Weights are drawn first, then the input, then the
-    readout, all from ``generator``. Non-finite values are returned as they are.
-    """
-    activations.get(activation)
-    get(scheme)
-    positive_int("depth", depth)
-    positive_int("width", width)
-    positive_int("batch", batch)
-    one_of("dtype", dtype, (torch.float32, torch.float64))
-    if scheme_kwargs is not None and not isinstance(scheme_kwargs, dict):
-        raise TypeError(f"scheme_kwargs must be None or a dict, got {type(scheme_kwargs).__name__}")
-    act = activations.get(activation)
-    weights = _layer_weights(scheme, depth, width, generator, dtype, dict(scheme_kwargs or {}))
-    x = torch.randn(batch, width, generator=generator, dtype=dtype)
-    readout = torch.randn(batch, width, generator=generator, dtype=dtype) / math.sqrt(width)
-    zs, a, stds = [], x, []
-    for w in weights:
-        z = (a @ w.T).requires_grad_(True)
-        zs.append(z)
-        a = act.fn(z)
-        stds.append(a.detach().double().std())
-    grads = torch.autograd.grad((a * readout).sum(), zs)
-    return SignalProfile(
-        activation=act.name, scheme=scheme,
-        activation_std=torch.stack(stds),
-        gradient_std=torch.stack([g.double().std() for g in grads]),
-    )
+    return propagation.signal_profile(activation, scheme, depth=depth, width=width, batch=batch,
+                                      generator=generator, dtype=dtype, scheme_kwargs=scheme_kwargs)

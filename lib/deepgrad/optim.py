@@ -2,8 +2,10 @@
 
 Every class here implements, in a few readable lines, the rule the optimisers chapter derives, and
 the tests check that 200 steps of it give the same parameters as its :mod:`torch.optim`
-counterpart (float64, with and without weight decay). Argument checks raise the same
-``ValueError`` messages as PyTorch's, naming the argument.
+counterpart (float64, with and without weight decay). Arguments are checked when the optimiser is
+built: a wrong type (``lr="0.1"``, ``betas=0.9``) raises ``TypeError``; a bad value (``lr=-1``,
+``betas=(0.9,)``) raises ``ValueError``, with PyTorch's own message where PyTorch refuses it too,
+followed by the argument's name and its allowed range.
 
 Notation (per parameter tensor ``w``, elementwise operations, step ``t = 1, 2, ...``, gradient
 ``g_t`` with weight decay ``λ`` folded in as ``g_t + λ w`` unless said otherwise):
@@ -41,14 +43,50 @@ from deepgrad._checks import positive_int
 Params = Iterable[Tensor] | Iterable[dict[str, Any]]
 
 
-def _check_lr(lr: float) -> None:
-    if not 0.0 <= lr:
-        raise ValueError(f"Invalid learning rate: {lr}")
+# Argument checks. Each follows one rule: a wrong type raises TypeError, a bad value ValueError, and
+# the message names the argument and what is allowed. A value torch.optim refuses gets torch's own
+# message first ("Invalid learning rate: -1"), followed by the argument's name and its range; the
+# conditions are torch's, except that inf is refused too (an infinite step or decay makes every weight nan).
+
+def _real(name: str, value: Any, allowed: str) -> float:
+    """``value`` as a float if it is an int or a float (not a bool); TypeError naming ``name`` otherwise."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(f"{name} must be {allowed}, got {type(value).__name__} {value!r}")
+    return float(value)
 
 
-def _check_at_least_zero(what: str, value: float) -> None:
-    if not 0.0 <= value:
-        raise ValueError(f"Invalid {what}: {value}")
+def _at_least_zero(name: str, value: Any, label: str) -> None:
+    """A finite real number >= 0; ``label`` is torch.optim's wording ("learning rate", "epsilon value")."""
+    v = _real(name, value, "a real number >= 0")
+    if not 0.0 <= v < math.inf:
+        raise ValueError(f"Invalid {label}: {value} ({name} must be a finite number >= 0)")
+
+
+def _in_unit_interval(name: str, value: Any, label: str, *, closed: bool = False) -> None:
+    """A real number in [0, 1) (``closed``: [0, 1])."""
+    allowed = "[0, 1]" if closed else "[0, 1)"
+    v = _real(name, value, f"a real number in {allowed}")
+    if not (0.0 <= v <= 1.0 if closed else 0.0 <= v < 1.0):
+        raise ValueError(f"Invalid {label}: {value} ({name} must be in {allowed})")
+
+
+def _betas(betas: Any) -> tuple[float, float]:
+    """Adam's (β₁, β₂): a tuple or list of two real numbers, each in [0, 1)."""
+    allowed = "two real numbers in [0, 1), e.g. (0.9, 0.999)"
+    if not isinstance(betas, (tuple, list)):
+        raise TypeError(f"betas must be {allowed}, got {type(betas).__name__} {betas!r}")
+    if len(betas) != 2:
+        raise ValueError(f"betas must be {allowed}; got {len(betas)}: {betas!r}")
+    for i, beta in enumerate(betas):
+        _real(f"betas[{i}]", beta, f"a real number in [0, 1) (betas must be {allowed})")
+        if not 0.0 <= beta < 1.0:
+            raise ValueError(f"Invalid beta parameter at index {i}: {beta} (betas must be {allowed})")
+    return betas[0], betas[1]
+
+
+def _flag(name: str, value: Any) -> None:
+    if not isinstance(value, bool):
+        raise TypeError(f"{name} must be True or False, got {type(value).__name__} {value!r}")
 
 
 def _decayed_gradient(p: Tensor, weight_decay: float) -> Tensor:
@@ -91,9 +129,11 @@ class SGD(_Optimizer):
 
     def __init__(self, params: Params, lr: float = 1e-3, momentum: float = 0.0, dampening: float = 0.0,
                  weight_decay: float = 0.0, nesterov: bool = False) -> None:
-        _check_lr(lr)
-        _check_at_least_zero("momentum value", momentum)
-        _check_at_least_zero("weight_decay value", weight_decay)
+        _at_least_zero("lr", lr, "learning rate")
+        _at_least_zero("momentum", momentum, "momentum value")
+        _at_least_zero("weight_decay", weight_decay, "weight_decay value")
+        _real("dampening", dampening, "a real number")
+        _flag("nesterov", nesterov)
         if nesterov and (momentum <= 0 or dampening != 0):
             raise ValueError("Nesterov momentum requires a momentum and zero dampening")
         defaults = dict(lr=lr, momentum=momentum, dampening=dampening, weight_decay=weight_decay,
@@ -121,10 +161,9 @@ class MomentumEMA(_Optimizer):
     """
 
     def __init__(self, params: Params, lr: float = 1e-3, beta: float = 0.9, weight_decay: float = 0.0) -> None:
-        _check_lr(lr)
-        if not 0.0 <= beta < 1.0:
-            raise ValueError(f"Invalid beta value: {beta}")
-        _check_at_least_zero("weight_decay value", weight_decay)
+        _at_least_zero("lr", lr, "learning rate")
+        _in_unit_interval("beta", beta, "beta value")
+        _at_least_zero("weight_decay", weight_decay, "weight_decay value")
         super().__init__(params, dict(lr=lr, beta=beta, weight_decay=weight_decay))
 
     def _update(self, p, state, group):
@@ -144,11 +183,12 @@ class Adagrad(_Optimizer):
 
     def __init__(self, params: Params, lr: float = 1e-2, lr_decay: float = 0.0, weight_decay: float = 0.0,
                  initial_accumulator_value: float = 0.0, eps: float = 1e-10) -> None:
-        _check_lr(lr)
-        _check_at_least_zero("lr_decay value", lr_decay)
-        _check_at_least_zero("weight_decay value", weight_decay)
-        _check_at_least_zero("initial_accumulator_value value", initial_accumulator_value)
-        _check_at_least_zero("epsilon value", eps)
+        _at_least_zero("lr", lr, "learning rate")
+        _at_least_zero("lr_decay", lr_decay, "lr_decay value")
+        _at_least_zero("weight_decay", weight_decay, "weight_decay value")
+        _at_least_zero("initial_accumulator_value", initial_accumulator_value,
+                       "initial_accumulator_value value")
+        _at_least_zero("eps", eps, "epsilon value")
         defaults = dict(lr=lr, lr_decay=lr_decay, weight_decay=weight_decay,
                         initial_accumulator_value=initial_accumulator_value, eps=eps)
         super().__init__(params, defaults)
@@ -171,11 +211,12 @@ class RMSprop(_Optimizer):
 
     def __init__(self, params: Params, lr: float = 1e-2, alpha: float = 0.99, eps: float = 1e-8,
                  weight_decay: float = 0.0, momentum: float = 0.0, centered: bool = False) -> None:
-        _check_lr(lr)
-        _check_at_least_zero("epsilon value", eps)
-        _check_at_least_zero("momentum value", momentum)
-        _check_at_least_zero("weight_decay value", weight_decay)
-        _check_at_least_zero("alpha value", alpha)
+        _at_least_zero("lr", lr, "learning rate")
+        _at_least_zero("eps", eps, "epsilon value")
+        _at_least_zero("momentum", momentum, "momentum value")
+        _at_least_zero("weight_decay", weight_decay, "weight_decay value")
+        _at_least_zero("alpha", alpha, "alpha value")
+        _flag("centered", centered)
         defaults = dict(lr=lr, alpha=alpha, eps=eps, weight_decay=weight_decay, momentum=momentum,
                         centered=centered)
         super().__init__(params, defaults)
@@ -209,11 +250,10 @@ class Adadelta(_Optimizer):
 
     def __init__(self, params: Params, lr: float = 1.0, rho: float = 0.9, eps: float = 1e-6,
                  weight_decay: float = 0.0) -> None:
-        _check_lr(lr)
-        if not 0.0 <= rho <= 1.0:
-            raise ValueError(f"Invalid rho value: {rho}")
-        _check_at_least_zero("epsilon value", eps)
-        _check_at_least_zero("weight_decay value", weight_decay)
+        _at_least_zero("lr", lr, "learning rate")
+        _in_unit_interval("rho", rho, "rho value", closed=True)
+        _at_least_zero("eps", eps, "epsilon value")
+        _at_least_zero("weight_decay", weight_decay, "weight_decay value")
         super().__init__(params, dict(lr=lr, rho=rho, eps=eps, weight_decay=weight_decay))
 
     def _update(self, p, state, group):
@@ -240,12 +280,11 @@ class Adam(_Optimizer):
 
     def __init__(self, params: Params, lr: float = 1e-3, betas: tuple[float, float] = (0.9, 0.999),
                  eps: float = 1e-8, weight_decay: float = 0.0, *, bias_correction: bool = True) -> None:
-        _check_lr(lr)
-        _check_at_least_zero("epsilon value", eps)
-        for i, beta in enumerate(betas):
-            if not 0.0 <= beta < 1.0:
-                raise ValueError(f"Invalid beta parameter at index {i}: {beta}")
-        _check_at_least_zero("weight_decay value", weight_decay)
+        _at_least_zero("lr", lr, "learning rate")
+        _at_least_zero("eps", eps, "epsilon value")
+        _betas(betas)
+        _flag("bias_correction", bias_correction)
+        _at_least_zero("weight_decay", weight_decay, "weight_decay value")
         defaults = dict(lr=lr, betas=tuple(betas), eps=eps, weight_decay=weight_decay,
                         bias_correction=bias_correction)
         super().__init__(params, defaults)

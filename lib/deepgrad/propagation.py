@@ -25,8 +25,13 @@ The prediction:
 
 The measurement:
 
-- :func:`random_mlp_stats`: draw a random MLP (Gaussian or orthogonal weights), run a batch through
-  it, back-propagate with autograd, return per-layer statistics (:class:`RandomNetStats`);
+- :func:`propagate`: the one forward-and-backward measurement of a stack of layers: run a batch
+  through it, back-propagate a random readout with autograd, return per-layer statistics
+  (:class:`RandomNetStats`), among them δ^l, the quantity that vanishes or explodes;
+- :func:`random_mlp_stats`: a random MLP parametrised by σ_w and σ_b (Gaussian or orthogonal
+  weights, drawn with :mod:`deepgrad.init`'s samplers), measured by :func:`propagate`;
+- :func:`signal_profile`: a random stack initialised by any :mod:`deepgrad.init` scheme, measured by
+  :func:`propagate` (:class:`SignalProfile`: the std of a^l and of δ^l per layer);
 - :func:`first_layer_gradients`: ‖δ^1‖ for networks of many depths at once, by the backward
   recursion written out (tested against autograd).
 
@@ -36,15 +41,17 @@ because a network diverged.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import Tensor
 
-from deepgrad import activations
+from deepgrad import activations, init
 from deepgrad._checks import fraction, non_negative, one_of, positive_int
 
 #: Default number of quadrature points of :func:`gaussian_expectation` (midpoints of equal cells).
@@ -326,29 +333,108 @@ def saturation_threshold(activation: str, fraction_of_max: float = 0.01) -> floa
 
 @dataclass(frozen=True)
 class RandomNetStats:
-    """What :func:`random_mlp_stats` measured, one entry per hidden layer l = 1..depth (float64).
+    """What :func:`propagate` measured, one entry per hidden layer l = 1..depth (float64).
+
+    Entry 0 is layer 1, next to the inputs; entry -1 is layer ``depth``, next to the loss, where the
+    gradient enters. The quantity that vanishes or explodes is δ^l = ∂L/∂z^l, the back-propagated
+    gradient; ``weight_grad_norm`` is the weight gradient δᵀa, which also carries the activations'
+    size and can stay level while δ vanishes. Ratios across the stack (``delta_sq[0] / delta_sq[-1]``)
+    are therefore taken against the last hidden layer, layers 2..depth being the ones crossed.
 
     ``second_moment``: mean of (z^l)² over examples and units, the measured q^l.
-    ``delta_sq``: mean over examples of ‖δ^l‖², with δ^l = ∂L/∂z^l for one example.
+    ``delta_sq``: mean over examples of ‖δ^l‖², with δ^l = ∂L/∂z^l for one example. The gradient
+    leaving the loss is 1 per example (see :func:`random_mlp_stats`), so this is also the squared
+    factor by which it grew or shrank from the loss down to layer l.
     ``slope_sq``: mean of f'(z^l)² over examples and units, so σ_w² · slope_sq is the measured χ.
     ``weight_grad_norm``: ‖∂L/∂W^l‖_F, summed over the batch.
+    ``activation_std``: standard deviation of a^l = f(z^l) over examples and units.
+    ``delta_std``: standard deviation of the entries of δ^l over examples and units (mean ~0).
+    ``weight_std``, ``bias_std``: σ_w and σ_b of :func:`random_mlp_stats`; ``nan`` when the weights
+    came from elsewhere.
     ``pre_activations``: the z^l themselves (batch × width), if asked for, else ``None``.
     """
 
     activation: str
-    weight_std: float
-    bias_std: float
     width: int
     second_moment: Tensor
     delta_sq: Tensor
     slope_sq: Tensor
     weight_grad_norm: Tensor
+    activation_std: Tensor
+    delta_std: Tensor
+    weight_std: float = math.nan
+    bias_std: float = math.nan
     pre_activations: tuple[Tensor, ...] | None = None
 
     @property
     def depth(self) -> int:
         """Number of hidden layers."""
         return len(self.second_moment)
+
+
+def _check_stack(inputs: Tensor, weights: Sequence[Tensor], readout: Tensor,
+                 biases: Sequence[Tensor] | None) -> None:
+    if not isinstance(inputs, Tensor) or inputs.ndim != 2 or not inputs.is_floating_point():
+        shape = tuple(inputs.shape) if isinstance(inputs, Tensor) else type(inputs).__name__
+        raise ValueError(f"inputs must be a 2-D floating-point tensor (examples × features), got {shape}")
+    if isinstance(weights, Tensor) or not isinstance(weights, Sequence) or len(weights) == 0:
+        raise ValueError("weights must be a non-empty sequence of 2-D tensors (out × in), "
+                         f"got {type(weights).__name__}")
+    fan_in = inputs.shape[1]
+    for l, w in enumerate(weights, start=1):
+        if not isinstance(w, Tensor) or w.ndim != 2 or w.shape[1] != fan_in:
+            shape = tuple(w.shape) if isinstance(w, Tensor) else type(w).__name__
+            raise ValueError(f"weights[{l - 1}] (layer {l}) must be a 2-D tensor with {fan_in} columns, got {shape}")
+        fan_in = w.shape[0]
+    if not isinstance(readout, Tensor) or tuple(readout.shape) != (inputs.shape[0], fan_in):
+        shape = tuple(readout.shape) if isinstance(readout, Tensor) else type(readout).__name__
+        raise ValueError(f"readout must be a tensor of shape {(inputs.shape[0], fan_in)} "
+                         f"(examples × units of the last layer), got {shape}")
+    if biases is not None and (isinstance(biases, Tensor) or not isinstance(biases, Sequence)
+                               or [tuple(b.shape) for b in biases] != [(w.shape[0],) for w in weights]):
+        raise ValueError("biases must be None or one 1-D tensor per layer, as long as the layer's output")
+
+
+def propagate(activation: str, inputs: Tensor, weights: Sequence[Tensor], readout: Tensor, *,
+              biases: Sequence[Tensor] | None = None, keep_pre_activations: bool = False) -> RandomNetStats:
+    """Run ``inputs`` forward through the given layers and back-propagate a linear readout; measure each layer.
+
+    The one forward-and-backward measurement of this module: :func:`random_mlp_stats` and
+    :func:`signal_profile` draw a stack and call it. The network: z^l = a^{l-1} (W^l)ᵀ + b^l,
+    a^l = f(z^l), a^0 = ``inputs``, W^l = ``weights[l-1]`` (out × in, as ``nn.Linear`` stores it),
+    b^l = ``biases[l-1]`` (none when ``None``). The loss is L = Σ_b u_b · a^depth_b with u_b the
+    rows of ``readout`` (examples × units), one readout vector per example, so that the examples'
+    backward passes are independent samples. Gradients come from autograd; the weights are not
+    modified. Non-finite values (overflow) are returned as they are.
+    """
+    act = activations.get(activation)
+    _check_stack(inputs, weights, readout, biases)
+    ws = [w.detach().requires_grad_(True) for w in weights]
+    zs, a, a_std = [], inputs.detach(), []
+    for l, w in enumerate(ws):
+        z = a @ w.T
+        if biases is not None:
+            z = z + biases[l].detach()
+        zs.append(z)
+        a = act.fn(z)
+        a_std.append(a.detach().double().std())
+    grads = torch.autograd.grad((a * readout.detach()).sum(), zs + ws)
+    deltas, weight_grads = grads[:len(zs)], grads[len(zs):]
+
+    def per_layer(values) -> Tensor:
+        return torch.stack(list(values)).double()
+
+    with torch.no_grad():
+        return RandomNetStats(
+            activation=act.name, width=ws[-1].shape[0],
+            second_moment=per_layer(z.pow(2).mean() for z in zs),
+            delta_sq=per_layer(d.double().pow(2).sum(1).mean() for d in deltas),
+            slope_sq=per_layer(act.derivative(z).pow(2).mean() for z in zs),
+            weight_grad_norm=per_layer(torch.linalg.vector_norm(g.double()) for g in weight_grads),
+            activation_std=torch.stack(a_std),
+            delta_std=per_layer(d.double().std() for d in deltas),
+            pre_activations=tuple(z.detach() for z in zs) if keep_pre_activations else None,
+        )
 
 
 def _check_measurement(activation: str, width: int, weight_std: float, bias_std: float,
@@ -375,32 +461,23 @@ def _inputs(inputs: Tensor | None, batch: int, width: int, generator: torch.Gene
 WEIGHTS = ("gaussian", "orthogonal")
 
 
-def _orthogonal(rows: int, cols: int, generator: torch.Generator | None, dtype: torch.dtype) -> Tensor:
-    """A random matrix with orthonormal rows or columns, uniform (Haar) over such matrices.
-
-    QR of a Gaussian matrix, with the signs of R's diagonal moved into Q (Saxe et al., 2014, use
-    such matrices; ``torch.nn.init.orthogonal_`` draws them the same way).
-    """
-    g = torch.randn(max(rows, cols), min(rows, cols), generator=generator, dtype=torch.float64)
-    q, r = torch.linalg.qr(g)
-    q = q * torch.sign(torch.diagonal(r))
-    return (q if rows >= cols else q.T).to(dtype)
-
-
 def _random_layers(n_in: int, width: int, depth: int, weight_std: float, bias_std: float,
                    generator: torch.Generator | None, dtype: torch.dtype,
                    weights: str = "gaussian") -> tuple[list[Tensor], list[Tensor]]:
     """Weights W^l (width × fan_in) with E[W_ij²] = weight_std²/fan_in, and biases b^l ~ N(0, bias_std²).
 
-    ``"gaussian"``: W_ij ~ N(0, weight_std²/fan_in). ``"orthogonal"``: weight_std · √(max(width, fan_in)/fan_in)
-    times a random matrix with orthonormal rows or columns; for a square layer, W = weight_std · Q
+    ``"gaussian"``: W_ij ~ N(0, weight_std²/fan_in), by :func:`deepgrad.init.normal_`.
+    ``"orthogonal"``: :func:`deepgrad.init.orthogonal_` with gain weight_std · √(max(width, fan_in)/fan_in),
+    a matrix with orthonormal rows or columns so scaled; for a square layer, W = weight_std · Q
     multiplies every vector's norm by exactly weight_std.
     """
     fan_ins = [n_in] + [width] * (depth - 1)
     if weights == "gaussian":
-        ws = [torch.randn(width, n, generator=generator, dtype=dtype) * (weight_std / math.sqrt(n)) for n in fan_ins]
+        ws = [init.normal_(torch.empty(width, n, dtype=dtype), weight_std / math.sqrt(n), generator=generator)
+              for n in fan_ins]
     else:
-        ws = [_orthogonal(width, n, generator, dtype) * (weight_std * math.sqrt(max(width, n) / n)) for n in fan_ins]
+        ws = [init.orthogonal_(torch.empty(width, n, dtype=dtype), gain=weight_std * math.sqrt(max(width, n) / n),
+                               generator=generator) for n in fan_ins]
     biases = [torch.randn(width, generator=generator, dtype=dtype) * bias_std for _ in range(depth)]
     return ws, biases
 
@@ -409,49 +486,78 @@ def random_mlp_stats(activation: str, depth: int, width: int, weight_std: float,
                      inputs: Tensor | None = None, batch: int = 256, generator: torch.Generator | None = None,
                      dtype: torch.dtype = torch.float64, weights: str = "gaussian",
                      keep_pre_activations: bool = False) -> RandomNetStats:
-    """Draw a random MLP, run a batch through it and back-propagate with autograd; measure every layer.
+    """Draw a random MLP parametrised by σ_w and σ_b, and measure it with :func:`propagate`.
 
-    The network: ``depth`` hidden layers of ``width`` units, z^l = a^{l-1} (W^l)ᵀ + b^l, a^l = f(z^l),
-    with W^l_ij ~ N(0, weight_std²/fan_in) and b^l_i ~ N(0, bias_std²). The loss is a random linear
-    readout of the last hidden layer, L = Σ_b u_b · a^depth_b, with a readout vector u_b drawn for
-    each example b, entries N(0, weight_std²/width): it acts as one more layer with one output whose
-    gradient is 1, so ``delta_sq`` can be compared directly with :func:`predicted_deltas`. Drawing
-    u_b per example makes the examples' backward passes independent samples, so the batch averages
-    estimate expectations (a shared readout would send the same vector down for every example).
-    ``weights="orthogonal"`` draws scaled random orthogonal matrices instead of Gaussian ones, with
-    the same E[W_ij²] (the readout stays Gaussian). ``inputs`` (examples × features) default to ``batch`` standard
-    Gaussian vectors of dimension ``width``. Random numbers come from ``generator`` (the global torch
-    generator when ``None``). Overflow shows up as ``inf``/``nan`` in the results.
+    The network: ``depth`` hidden layers of ``width`` units, with W^l_ij ~ N(0, weight_std²/fan_in)
+    and b^l_i ~ N(0, bias_std²). The loss is a random linear readout of the last hidden layer,
+    L = Σ_b u_b · a^depth_b, with a readout vector u_b drawn for each example b, entries
+    N(0, weight_std²/width): it acts as one more layer with one output whose gradient is 1, so
+    ``delta_sq`` can be compared directly with :func:`predicted_deltas`. Drawing u_b per example
+    makes the examples' backward passes independent samples, so the batch averages estimate
+    expectations (a shared readout would send the same vector down for every example).
+    ``weights="orthogonal"`` draws scaled random orthogonal matrices (:func:`deepgrad.init.orthogonal_`)
+    instead of Gaussian ones, with the same E[W_ij²] (the readout stays Gaussian). ``inputs``
+    (examples × features) default to ``batch`` standard Gaussian vectors of dimension ``width``.
+    Random numbers come from ``generator`` (the global torch generator when ``None``), in the order
+    inputs, weights, biases, readout. Overflow shows up as ``inf``/``nan`` in the results.
     """
     _check_measurement(activation, width, weight_std, bias_std, inputs, batch, dtype)
     positive_int("depth", depth)
     one_of("weights", weights, WEIGHTS)
-    act = activations.get(activation)
     x = _inputs(inputs, batch, width, generator, dtype)
     ws, biases = _random_layers(x.shape[1], width, depth, weight_std, bias_std, generator, dtype, weights)
     readout = torch.randn(x.shape[0], width, generator=generator, dtype=dtype) * (weight_std / math.sqrt(width))
-    for w in ws:
-        w.requires_grad_(True)
-    zs, a = [], x
-    for w, b in zip(ws, biases, strict=True):
-        z = a @ w.T + b
-        z.retain_grad()
-        zs.append(z)
-        a = act.fn(z)
-    (a * readout).sum().backward()
+    stats = propagate(activation, x, ws, readout, biases=biases, keep_pre_activations=keep_pre_activations)
+    return dataclasses.replace(stats, weight_std=float(weight_std), bias_std=float(bias_std))
 
-    def per_layer(values) -> Tensor:
-        return torch.stack(list(values)).double()
 
-    with torch.no_grad():
-        return RandomNetStats(
-            activation=act.name, weight_std=float(weight_std), bias_std=float(bias_std), width=width,
-            second_moment=per_layer(z.pow(2).mean() for z in zs),
-            delta_sq=per_layer(z.grad.double().pow(2).sum(1).mean() for z in zs),
-            slope_sq=per_layer(act.derivative(z).pow(2).mean() for z in zs),
-            weight_grad_norm=per_layer(torch.linalg.vector_norm(w.grad.double()) for w in ws),
-            pre_activations=tuple(z.detach() for z in zs) if keep_pre_activations else None,
-        )
+@dataclass(frozen=True)
+class SignalProfile:
+    """What :func:`signal_profile` measured, one value per hidden layer l = 1..depth (float64 tensors).
+
+    ``activation_std``: standard deviation of a^l over examples and units.
+    ``gradient_std``: standard deviation of δ^l = ∂L/∂z^l over examples and units (its mean is ~0):
+    the back-propagated gradient, not the weight gradient. Entry 0 is layer 1 (inputs), entry -1
+    layer ``depth`` (loss); a vanishing ratio is ``gradient_std[0] / gradient_std[-1]``, against
+    the last hidden layer. ``stats``: everything :func:`propagate` measured on the same stack.
+    """
+
+    activation: str
+    scheme: str
+    activation_std: Tensor
+    gradient_std: Tensor
+    stats: RandomNetStats | None = None
+
+
+def signal_profile(activation: str, scheme: str, *, depth: int, width: int, batch: int = 256,
+                   generator: torch.Generator | None = None, dtype: torch.dtype = torch.float64,
+                   scheme_kwargs: dict[str, Any] | None = None) -> SignalProfile:
+    """Forward and back-propagate a batch through a random stack initialised by an :mod:`deepgrad.init` scheme.
+
+    The stack: ``depth`` square layers of ``width`` units, z^l = a^{l-1} (W^l)ᵀ, a^l = f(z^l), no
+    biases, each W^l filled in turn by ``init.get(scheme)(W, generator=generator, **scheme_kwargs)``
+    (``scheme_kwargs`` a dict, e.g. ``{"std": 0.01}`` or ``{"activation": "selu"}``).
+    The input a^0 holds ``batch`` standard Gaussian vectors; the loss is a random linear readout
+    L = Σ_b u_b · a^depth_b with u_b ~ N(0, I/width) drawn per example (as in
+    :func:`random_mlp_stats`), so the gradient leaves the top with the size of one more
+    LeCun-initialised layer. Weights are drawn first, then the input, then the readout, all from
+    ``generator``; :func:`propagate` measures. Non-finite values are returned as they are.
+    """
+    activations.get(activation)
+    init.get(scheme)
+    positive_int("depth", depth)
+    positive_int("width", width)
+    positive_int("batch", batch)
+    one_of("dtype", dtype, DTYPES)
+    if scheme_kwargs is not None and not isinstance(scheme_kwargs, dict):
+        raise TypeError(f"scheme_kwargs must be None or a dict, got {type(scheme_kwargs).__name__}")
+    fill, kwargs = init.get(scheme), dict(scheme_kwargs or {})
+    weights = [fill(torch.empty(width, width, dtype=dtype), generator=generator, **kwargs) for _ in range(depth)]
+    x = torch.randn(batch, width, generator=generator, dtype=dtype)
+    readout = torch.randn(batch, width, generator=generator, dtype=dtype) / math.sqrt(width)
+    stats = propagate(activation, x, weights, readout)
+    return SignalProfile(activation=stats.activation, scheme=scheme, activation_std=stats.activation_std,
+                         gradient_std=stats.delta_std, stats=stats)
 
 
 def first_layer_gradients(activation: str, depths: Sequence[int], width: int, weight_std: float, *,
