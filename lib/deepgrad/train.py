@@ -116,7 +116,8 @@ class Callback:
     def on_train_end(self, run: Run) -> None: ...
 
 
-def cycle(split: Split, batch_size: int, *, generator: torch.Generator | None = None) -> Iterator[tuple[Tensor, Tensor]]:
+def cycle(split: Split, batch_size: int, *,
+          generator: torch.Generator | None = None) -> Iterator[tuple[Tensor, Tensor]]:
     """Mini-batches of ``split``, epoch after epoch without end (each epoch a fresh permutation drawn
     from ``generator`` when its first batch is asked for; ``drop_last``, so every batch is full)."""
     positive_int("batch_size", batch_size)
