@@ -56,7 +56,7 @@ class History:
     val_accuracy: list[float] = field(default_factory=list)
     diverged_at: int | None = None  # first step whose loss was non-finite, if any
     stopped_at: int | None = None   # step at which a callback ended the run (early stopping, solved, ...)
-    updates: int = 0                # optimiser updates made
+    updates: int | None = None      # optimiser updates made (counted by the loop)
     logs: dict[str, list[float]] = field(default_factory=dict)
 
     @property
@@ -65,8 +65,10 @@ class History:
 
     @property
     def steps(self) -> int:
-        """Number of updates made."""
-        return self.updates
+        """Number of updates made (for a history built by hand: the recorded losses less a diverged one)."""
+        if self.updates is not None:
+            return self.updates
+        return len(self.train_loss) - (1 if self.diverged else 0)
 
     def log(self, name: str, value: float) -> None:
         """Append ``value`` to the series ``logs[name]``."""
@@ -129,8 +131,9 @@ def cycle(split: Split, batch_size: int, *,
 
 def loop(model: nn.Module, batches: Iterable[Any], optimizer: torch.optim.Optimizer, *,
          steps: int | None = None, step_loss: StepLoss | None = None, callbacks: Sequence[Callback] = (),
-         evaluate: Callable[[nn.Module], dict[str, float]] | None = None, eval_every: int | None = None,
-         eval_at_start: bool = True) -> History:
+         evaluate: Callable[[nn.Module], dict[str, float]] | None = None,
+         eval_every: int | Iterable[int] | None = None, eval_at_start: bool = True,
+         history: History | None = None) -> History:
     """The library's one training loop: ``steps`` updates (or until ``batches`` runs out).
 
     Each step is the four steps of :ref:`chap-backprop`: forward and loss
@@ -140,23 +143,31 @@ def loop(model: nn.Module, batches: Iterable[Any], optimizer: torch.optim.Optimi
 
     ``evaluate(model)`` returns named metrics (``val_loss`` and ``val_accuracy`` go to the fields of
     :class:`History`, any other name to ``History.logs``); it runs before the first step (unless
-    ``eval_at_start`` is false), every ``eval_every`` steps and after the last of ``steps``.
+    ``eval_at_start`` is false), every ``eval_every`` steps and after the last of ``steps``, or, when
+    ``eval_every`` is a collection of steps (the ends of epochs of different lengths, say), after
+    exactly those steps.
     Batches are drawn one at a time, and never one more than the run uses, so a shared random
-    generator behind ``batches`` is left exactly where the run stopped.
+    generator behind ``batches`` is left exactly where the run stopped. ``history``, an empty
+    :class:`History` (or an instance of a subclass that adds views on it), is filled and returned.
     """
     if steps is not None:
         positive_int("steps", steps)
     callbacks = list(callbacks)
     for i, callback in enumerate(callbacks):
         instance_of(f"callbacks[{i}]", callback, Callback, "a deepgrad.train.Callback")
+    eval_at: set[int] | None = None
     if evaluate is not None:
         if eval_every is None:
             if steps is None:
                 raise ValueError("eval_every must be given with evaluate when steps is None")
             eval_every = max(1, steps // 20)
-        positive_int("eval_every", eval_every)
+        if isinstance(eval_every, Iterable):
+            eval_at = {positive_int("eval_every[i]", k) for k in eval_every}
+        else:
+            positive_int("eval_every", eval_every)
     step_loss = supervised() if step_loss is None else step_loss
-    history = History()
+    history = History() if history is None else instance_of("history", history, History, "a History")
+    history.updates = history.updates or 0
     run = Run(model, optimizer, history)
 
     def record_eval() -> dict[str, float]:
@@ -202,7 +213,8 @@ def loop(model: nn.Module, batches: Iterable[Any], optimizer: torch.optim.Optimi
         history.updates += 1
         for callback in callbacks:
             callback.after_step(run)
-        if evaluate is not None and (run.step % eval_every == 0 or run.step == steps):
+        if evaluate is not None and (run.step in eval_at if eval_at is not None
+                                     else run.step % eval_every == 0 or run.step == steps):
             metrics = record_eval()
             for callback in callbacks:
                 callback.on_eval(run, metrics)
