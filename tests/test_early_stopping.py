@@ -145,7 +145,9 @@ def test_reset_allows_reuse():
     (dict(mode="up"), ValueError, "mode"),
     (dict(monitor="f1"), ValueError, "mode='auto'"),
     (dict(min_delta=math.inf), ValueError, "min_delta"),
-    (dict(baseline="low"), ValueError, "baseline"),
+    (dict(baseline="low"), TypeError, "baseline"),
+    (dict(monitor=1), TypeError, "monitor"),
+    (dict(min_delta="0.1"), TypeError, "min_delta"),
     (dict(restore_best_weights=1), TypeError, "restore_best_weights"),
     (dict(start_from_epoch=-2), ValueError, "start_from_epoch"),
 ])

@@ -283,6 +283,8 @@ def test_esn_remembers_recent_inputs():
 def test_esn_validates():
     with pytest.raises(ValueError, match="density must be in"):
         recurrent.EchoStateNetwork.random(5, density=0.0)
+    with pytest.raises(TypeError, match="density"):
+        recurrent.EchoStateNetwork.random(5, density="0.5")
     with pytest.raises(ValueError, match="units must be an int >= 1"):
         recurrent.EchoStateNetwork.random(0)
 

@@ -34,16 +34,6 @@ Parameters = Tensor | Iterable[Tensor]
 NORM_EPS = 1e-6
 
 
-def _threshold(name: str, value: float) -> float:
-    """A clipping threshold: a number >= 0; ``math.inf`` (no clipping) is allowed, as in PyTorch."""
-    return non_negative(name, value, allow_inf=True)
-
-
-def _norm_type(norm_type: float) -> float:
-    number("norm_type", norm_type, "a number > 0 or math.inf")
-    return positive("norm_type", norm_type, allow_inf=True)
-
-
 def _grads(parameters: Parameters) -> list[Tensor]:
     """The ``.grad`` of every parameter that has one (a single tensor counts as one parameter)."""
     if isinstance(parameters, Tensor):
@@ -57,7 +47,8 @@ def total_norm(grads: Iterable[Tensor], norm_type: float = 2.0) -> Tensor:
     ‖g‖_p = (Σ_i ‖g_i‖_p^p)^{1/p}, computed as the norm of the per-tensor norms, as PyTorch does;
     ``norm_type=math.inf`` gives the largest absolute entry. An empty list has norm 0.
     """
-    norm_type = _norm_type(norm_type)
+    number("norm_type", norm_type, "a number > 0 or math.inf")
+    norm_type = positive("norm_type", norm_type, allow_inf=True)
     grads = list(grads)
     if not grads:
         return torch.tensor(0.0)
@@ -71,7 +62,7 @@ def clipped_by_value(grads: Iterable[Tensor], clip_value: float) -> list[Tensor]
     Components inside the interval are unchanged, the others are cut to ±c independently, so
     the direction of the gradient changes whenever some but not all components are cut.
     """
-    c = _threshold("clip_value", clip_value)
+    c = non_negative("clip_value", clip_value, allow_inf=True)  # math.inf: no clipping, as in PyTorch
     return [g.clamp(-c, c) for g in grads]
 
 
@@ -85,7 +76,7 @@ def clipped_by_norm(grads: Iterable[Tensor], max_norm: float, norm_type: float =
     factor is computed anyway, as in PyTorch: a NaN norm makes every component NaN, an infinite one
     makes the finite components 0 and the infinite ones NaN.
     """
-    c = _threshold("max_norm", max_norm)
+    c = non_negative("max_norm", max_norm, allow_inf=True)  # math.inf: no clipping, as in PyTorch
     grads = list(grads)
     norm = total_norm(grads, norm_type)
     if error_if_nonfinite and not torch.isfinite(norm):

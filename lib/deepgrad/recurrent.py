@@ -25,7 +25,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
-from deepgrad._checks import non_negative, one_of, positive, positive_int
+from deepgrad._checks import fraction, non_negative, one_of, positive, positive_int
 from deepgrad.train import ClipGradNorm, History, StopBelow, loop, supervised
 
 #: The recurrent cells this module implements, by name.
@@ -436,8 +436,7 @@ class EchoStateNetwork:
         positive_int("units", units)
         positive_int("inputs", inputs)
         non_negative("input_scale", input_scale)
-        if not 0 < density <= 1:
-            raise ValueError(f"density must be in (0, 1], got {density}")
+        fraction("density", density, open_high=False)
         w = torch.randn(units, units, generator=generator, dtype=dtype)
         if density < 1:
             w = w * (torch.rand(units, units, generator=generator, dtype=dtype) < density)

@@ -24,20 +24,16 @@ from deepgrad.data import Split
 from deepgrad.train import Callback, History, LearningRate, Run, cycle, loop
 
 
-def _step(step: int) -> int:
-    return positive_int("step", step, minimum=0)
-
-
 def step_lr(step: int, lr: float, step_size: int, gamma: float = 0.1) -> float:
     """Step decay: ``η_t = η · γ^⌊t / step_size⌋`` (multiply by ``gamma`` every ``step_size`` steps)."""
-    _step(step)
+    positive_int("step", step, minimum=0)
     positive_int("step_size", step_size)
     return positive("lr", lr) * positive("gamma", gamma) ** (step // step_size)
 
 
 def cosine_lr(step: int, lr: float, total: int, lr_min: float = 0.0) -> float:
     """Cosine annealing: ``η_t = η_min + (η - η_min) (1 + cos(π t / T)) / 2`` for ``t ≤ T = total``."""
-    _step(step)
+    positive_int("step", step, minimum=0)
     positive_int("total", total)
     if step > total:
         raise ValueError(f"step must be at most total={total}, got {step}")
@@ -48,7 +44,7 @@ def triangular_lr(step: int, base_lr: float, max_lr: float, step_size: int) -> f
     """Cyclical learning rate, triangular policy: from ``base_lr`` up to ``max_lr`` in ``step_size``
     steps, back down in as many, and again: ``η_t = η_base + (η_max - η_base) · max(0, 1 - |x|)``
     with ``x = t / step_size - 2 ⌊1 + t / (2 step_size)⌋ + 1``."""
-    _step(step)
+    positive_int("step", step, minimum=0)
     positive_int("step_size", step_size)
     cycle = math.floor(1 + step / (2 * step_size))
     x = abs(step / step_size - 2 * cycle + 1)
@@ -61,7 +57,7 @@ def one_cycle_lr(step: int, max_lr: float, total: int, *, pct_start: float = 0.3
     to ``max_lr`` over the first ``pct_start`` of the ``total`` steps, then anneal to
     ``max_lr / (div_factor · final_div_factor)``, each phase along a half cosine
     ``η_end + (η_start - η_end) (1 + cos(π p)) / 2``, ``p`` the fraction of the phase done."""
-    _step(step)
+    positive_int("step", step, minimum=0)
     positive_int("total", total, minimum=2)
     if step >= total:
         raise ValueError(f"step must be less than total={total}, got {step}")
@@ -86,7 +82,7 @@ def warmup_cosine(step: int, *, warmup: int, total: int) -> float:
     """
     positive_int("warmup", warmup)
     positive_int("total", total, minimum=warmup + 1)
-    _step(step)
+    positive_int("step", step, minimum=0)
     if step < warmup:
         return (step + 1) / warmup
     return 0.5 * (1 + math.cos(math.pi * min(step - warmup, total - warmup) / (total - warmup)))

@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from deepgrad._checks import finite, instance_of, non_negative, one_of, positive_int
+from deepgrad._checks import finite, instance_of, non_negative, number, one_of, positive_int
 from deepgrad.data import Dataset, Split, batches
 
 Loss = Callable[[Tensor, Tensor], Tensor]
@@ -125,8 +125,12 @@ def cycle(split: Split, batch_size: int, *,
     positive_int("batch_size", batch_size)
     if batch_size > len(split):
         raise ValueError(f"batch_size must be at most the training set size {len(split)}, got {batch_size}")
-    while True:
-        yield from batches(split, batch_size, generator=generator, drop_last=True)
+
+    def endless() -> Iterator[tuple[Tensor, Tensor]]:
+        while True:
+            yield from batches(split, batch_size, generator=generator, drop_last=True)
+
+    return endless()
 
 
 def loop(model: nn.Module, batches: Iterable[Any], optimizer: torch.optim.Optimizer, *,
@@ -446,9 +450,7 @@ def fit(model: nn.Module, data: Dataset, optimizer: torch.optim.Optimizer, *, st
     back at the end if it was asked to. ``callbacks`` come after these.
     """
     positive_int("steps", steps)
-    positive_int("batch_size", batch_size)
-    if batch_size > len(data.train):
-        raise ValueError(f"batch_size must be at most the training set size {len(data.train)}, got {batch_size}")
+    source = cycle(data.train, batch_size, generator=generator)
     if eval_every is not None:
         positive_int("eval_every", eval_every)
     hooks: list[Callback] = []
@@ -458,7 +460,7 @@ def fit(model: nn.Module, data: Dataset, optimizer: torch.optim.Optimizer, *, st
         hooks.append(OnStep(lambda run: on_step(run.step, run.value)))
     if early_stopping is not None:
         hooks.append(EarlyStop(early_stopping))
-    return loop(model, cycle(data.train, batch_size, generator=generator), optimizer, steps=steps,
+    return loop(model, source, optimizer, steps=steps,
                 step_loss=supervised(loss_fn), callbacks=[*hooks, *callbacks],
                 evaluate=validation(data.val, loss_fn), eval_every=eval_every)
 
@@ -502,16 +504,15 @@ class EarlyStopping:
     def __init__(self, monitor: str = "val_loss", min_delta: float = 0.0, patience: int = 0,
                  mode: str = "auto", baseline: float | None = None, restore_best_weights: bool = False,
                  start_from_epoch: int = 0):
-        if not isinstance(monitor, str) or not monitor:
-            raise ValueError(f"monitor must be a non-empty metric name such as 'val_loss', got {monitor!r}")
-        if isinstance(min_delta, bool) or not isinstance(min_delta, (int, float)) or not math.isfinite(min_delta):
-            raise ValueError(f"min_delta must be a finite number, got {min_delta!r}")
+        instance_of("monitor", monitor, str, "a metric name such as 'val_loss'")
+        if not monitor:
+            raise ValueError("monitor must be a non-empty metric name such as 'val_loss', got ''")
+        finite("min_delta", min_delta)
         positive_int("patience", patience, minimum=0)
         one_of("mode", mode, MODES)
-        if baseline is not None and (isinstance(baseline, bool) or not isinstance(baseline, (int, float))):
-            raise ValueError(f"baseline must be None or a number, got {baseline!r}")
-        if not isinstance(restore_best_weights, bool):
-            raise TypeError(f"restore_best_weights must be True or False, got {restore_best_weights!r}")
+        if baseline is not None:
+            number("baseline", baseline, "None or a number")
+        instance_of("restore_best_weights", restore_best_weights, bool, "True or False")
         positive_int("start_from_epoch", start_from_epoch, minimum=0)
         if mode == "auto":
             name = monitor.removeprefix("val_")
