@@ -172,3 +172,24 @@ def test_markdown_table_has_one_row_per_outcome(digits):
     assert table[3].startswith("| bad | 10.0% | diverged |")
     with pytest.raises(ValueError, match="target"):
         ablation.markdown_table({}, target=90)
+
+
+def test_library_calls_leave_the_global_generator_alone(digits):
+    torch.manual_seed(123)
+    expected = torch.rand(3)
+    torch.manual_seed(123)
+    threads = torch.get_num_threads()
+    recipe = ablation.Recipe(activation="relu", init="he", lr=0.5)
+    model = ablation.build(recipe, digits, depth=2, width=8, seed=4)
+    ablation.diagnose(recipe, digits, depth=2, width=8, steps=2, seed=4)
+    out = ablation.run(recipe, digits, depth=2, width=8, steps=4, diagnose_steps=2, seed=4)
+    ablation.greedy_layerwise(model, digits, steps_per_layer=2, lr=0.1, seed=4)
+    assert torch.equal(torch.rand(3), expected) and torch.get_num_threads() == threads
+    # the seed alone decides the weights and the run
+    torch.manual_seed(999)
+    again = ablation.run(recipe, digits, depth=2, width=8, steps=4, diagnose_steps=2, seed=4)
+    assert again.history.train_loss == out.history.train_loss
+    first, second = (ablation.build(recipe, digits, depth=2, width=8, seed=s) for s in (4, 4))
+    other = ablation.build(recipe, digits, depth=2, width=8, seed=5)
+    assert all(torch.equal(a, b) for a, b in zip(first.parameters(), second.parameters(), strict=True))
+    assert not torch.equal(first.output.weight, other.output.weight)

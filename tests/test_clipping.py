@@ -294,3 +294,17 @@ def test_train_recall_clips_with_the_library_function(monkeypatch):
     monkeypatch.setattr(clipping, "clip_grad_norm_", spy)
     _recall_run(clip="norm", threshold=0.7)
     assert calls == [0.7] * 40
+
+
+def test_clipping_follows_the_one_rule_for_bad_arguments():
+    g = [torch.ones(2)]
+    with pytest.raises(TypeError, match="max_norm"):
+        clipping.clipped_by_norm(g, "1")
+    with pytest.raises(TypeError, match="norm_type"):
+        clipping.total_norm(g, "2")
+    assert clipping.total_norm(g, math.inf).item() == 1.0
+    assert clipping.clipped_by_norm(g, math.inf)[0][0].tolist() == [1.0, 1.0]   # inf: no clipping
+    with pytest.raises(TypeError, match="lr"):
+        _recall_run(lr="0.1")
+    with pytest.raises(ValueError, match="lr"):
+        _recall_run(lr=math.inf)

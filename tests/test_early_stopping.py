@@ -145,7 +145,9 @@ def test_reset_allows_reuse():
     (dict(mode="up"), ValueError, "mode"),
     (dict(monitor="f1"), ValueError, "mode='auto'"),
     (dict(min_delta=math.inf), ValueError, "min_delta"),
-    (dict(baseline="low"), ValueError, "baseline"),
+    (dict(baseline="low"), TypeError, "baseline"),
+    (dict(monitor=1), TypeError, "monitor"),
+    (dict(min_delta="0.1"), TypeError, "min_delta"),
     (dict(restore_best_weights=1), TypeError, "restore_best_weights"),
     (dict(start_from_epoch=-2), ValueError, "start_from_epoch"),
 ])
@@ -263,3 +265,22 @@ def test_prechelt_bad_arguments():
         prechelt_stop("UP", 0, [1.0, 2.0])
     with pytest.raises(ValueError, match="val"):
         generalization_loss([])
+
+
+def test_a_perfect_epoch_is_legal_input_and_gives_the_limits():
+    # the minimum is 0: GL is 0 while the error stays 0 and infinite once it rises above it
+    assert generalization_loss([0.2, 0.0, 0.0, 0.1]) == [0.0, 0.0, 0.0, math.inf]
+    assert prechelt_stop("GL", 5, [0.2, 0.0, 0.0, 0.1]) == 4
+    assert prechelt_stop("GL", 5, [0.2, 0.0, 0.0, 0.0]) is None
+    # a strip whose minimum is 0: no progress if it is all 0, unbounded progress otherwise
+    assert training_progress([0.0, 0.0, 0.5, 0.0], k=2) == [None, 0.0, math.inf, math.inf]
+    # PQ: an infinite GL stops whatever the progress; an infinite progress with finite GL never does
+    assert prechelt_stop("PQ", 1, [0.0, 0.1], [0.3, 0.0], k=2) == 2
+    assert prechelt_stop("PQ", 1, [0.2, 0.3], [0.3, 0.0], k=2) is None
+
+
+def test_errors_must_be_non_negative_numbers():
+    with pytest.raises(ValueError, match=r"val\[1\]"):
+        generalization_loss([0.1, -0.1])
+    with pytest.raises(TypeError, match=r"train\[0\]"):
+        training_progress(["0.1"], k=1)

@@ -410,3 +410,15 @@ def test_pytorch_nesterov_tracks_the_look_ahead_point_of_the_original_form():
         p.grad = grad(p.detach())
         opt.step()
         torch.testing.assert_close(p.detach(), w - lr * mu * b, rtol=1e-10, atol=1e-12)
+
+
+def test_schedules_follow_the_one_rule_for_bad_arguments():
+    # wrong type: TypeError naming the argument; right type, bad value: ValueError
+    with pytest.raises(TypeError, match="lr must be a finite number > 0"):
+        schedules.step_lr(0, "0.1", 5)
+    with pytest.raises(TypeError, match="step must be an int >= 0"):
+        schedules.cosine_lr(1.5, 0.1, 10)
+    with pytest.raises(ValueError, match="lr must be a finite number > 0"):
+        schedules.step_lr(0, math.inf, 5)
+    with pytest.raises(ValueError, match="gamma"):
+        schedules.step_lr(0, 0.1, 5, gamma=math.nan)

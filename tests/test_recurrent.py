@@ -283,6 +283,8 @@ def test_esn_remembers_recent_inputs():
 def test_esn_validates():
     with pytest.raises(ValueError, match="density must be in"):
         recurrent.EchoStateNetwork.random(5, density=0.0)
+    with pytest.raises(TypeError, match="density"):
+        recurrent.EchoStateNetwork.random(5, density="0.5")
     with pytest.raises(ValueError, match="units must be an int >= 1"):
         recurrent.EchoStateNetwork.random(0)
 
@@ -304,3 +306,59 @@ def test_sequence_model_truncation_matches_unroll(kind):
                                    rtol=1e-11, atol=1e-13, msg=name)
     with pytest.raises(ValueError, match="truncate must be an int >= 1"):
         recurrent.SequenceModel(kind, 3, 5, truncate=0)
+
+
+# ----------------------------------------------------------------------------- truncated_bptt: k1, k2, align
+
+def _reach(k1, k2, align, steps=10, at=None):
+    """For a loss on the output of step ``at`` (default: the last), which input steps get gradient."""
+    torch.manual_seed(0)
+    rnn = nn.RNN(1, 3, batch_first=True, dtype=D)
+    x = torch.randn(2, steps, 1, dtype=D, requires_grad=True)
+    out, _ = recurrent.truncated_bptt(rnn, x, k1=k1, k2=k2, align=align)
+    torch.testing.assert_close(out, rnn(x)[0], rtol=1e-12, atol=1e-14)   # the forward pass never changes
+    at = steps - 1 if at is None else at
+    if not out[:, at].requires_grad:
+        return []
+    g = torch.autograd.grad(out[:, at].sum(), x)[0]
+    return [t for t in range(steps) if (g[:, t] != 0).any()]
+
+
+def test_truncated_bptt_cuts_where_williams_and_peng_say():
+    assert _reach(None, None, "start") == list(range(10))             # no truncation
+    assert _reach(4, None, "start") == [8, 9]                          # cuts after steps 4 and 8
+    assert _reach(4, None, "end") == [6, 7, 8, 9]                      # cuts before T-4 = 6 and 2
+    assert _reach(4, None, "start", at=5) == [4, 5]                    # a loss inside a segment
+    assert _reach(4, None, "end", at=5) == [2, 3, 4, 5]
+    assert _reach(None, 3, "start") == [7, 8, 9]                       # only the last k2 steps recorded
+    assert _reach(None, 3, "start", at=5) == []                        # earlier outputs carry no graph
+    assert _reach(5, 2, "start") == [8, 9] and _reach(5, 2, "start", at=4) == [3, 4]
+    with pytest.raises(ValueError, match="k2 must be at most k1"):
+        _reach(2, 3, "start")
+    with pytest.raises(ValueError, match="align"):
+        _reach(2, 2, "middle")
+
+
+def test_sequence_model_truncation_is_the_last_k_steps():
+    torch.manual_seed(0)
+    model = recurrent.SequenceModel("gru", 2, 4, truncate=3).double()
+    x = torch.randn(5, 12, 2, dtype=D, requires_grad=True)
+    g = torch.autograd.grad(model(x).sum(), x)[0]
+    assert (g[:, :9] == 0).all() and (g[:, 9:] != 0).all()
+    # the same numbers as running the first steps without a graph by hand
+    with torch.no_grad():
+        _, state = model.rnn(x[:, :9])
+    torch.testing.assert_close(model(x), model.readout(model.rnn(x[:, 9:], state)[0][:, -1]).squeeze(-1),
+                               rtol=0, atol=0)
+
+
+def test_tanh_rnn_moved_here_and_is_still_importable_from_clipping():
+    from deepgrad import clipping, schedules
+
+    assert clipping.TanhRNN is recurrent.TanhRNN
+    assert clipping.delayed_recall is data.delayed_recall
+    assert clipping.warmup_cosine is schedules.warmup_cosine
+    with pytest.raises(TypeError, match="gain"):
+        recurrent.TanhRNN(4, gain="1")
+    with pytest.raises(ValueError, match="gain"):
+        recurrent.TanhRNN(4, gain=math.inf)

@@ -55,14 +55,14 @@ def test_schedule_with_constant_batch_is_train_config(task):
 
 def test_progressive_growth_freezes_the_earlier_layers(task, monkeypatch):
     seen = []
-    original = tuning._epoch
+    original = tuning._train_epochs
 
     def spy(model, opt, *args, **kwargs):
         trainable = {id(p) for group in opt.param_groups for p in group["params"]}
         seen.append([any(id(p) in trainable for p in layer.parameters()) for layer in model.hidden])
         return original(model, opt, *args, **kwargs)
 
-    monkeypatch.setattr(tuning, "_epoch", spy)
+    monkeypatch.setattr(tuning, "_train_epochs", spy)
     errors = tuning.train_progressive({**CONFIG, "n_layers": 3}, task, epochs_per_stage=1)
     assert len(errors) == 3
     assert seen == [[True], [False, True], [False, False, True]]
@@ -121,6 +121,8 @@ def test_bad_arguments_are_named():
         tuning.make_sampler("annealing", 0)
     with pytest.raises(ValueError, match="storage"):
         tuning.open_storage("")
+    with pytest.raises(TypeError, match="storage"):
+        tuning.open_storage(3)
     with pytest.raises(ValueError, match="batch_sizes"):
         tuning.train_schedule(CONFIG, None, batch_sizes=[])
 
@@ -140,3 +142,18 @@ def test_random_search_beats_a_grid_of_the_same_size():
     best = tuning.grid_vs_random(per_axis=3, repeats=2000, seed=0)
     assert best["random"].mean() < 0.6 * best["grid"].mean()
     assert (best["random"] < best["grid"]).mean() > 0.5
+
+
+def test_training_leaves_the_global_generator_alone(task):
+    import torch
+
+    torch.manual_seed(123)
+    expected = torch.rand(3)
+    torch.manual_seed(123)
+    first = tuning.train_config(CONFIG, task, epochs=1, seed=5)
+    tuning.train_schedule(CONFIG, task, batch_sizes=[32], seed=5)
+    tuning.train_progressive(CONFIG, task, seed=5)
+    assert torch.equal(torch.rand(3), expected)
+    # and the seed alone decides the result, whatever the global state
+    torch.manual_seed(999)
+    assert tuning.train_config(CONFIG, task, epochs=1, seed=5) == first

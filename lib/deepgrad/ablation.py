@@ -6,7 +6,10 @@ stopping. :func:`run` builds the network a recipe describes, diagnoses its gradi
 :class:`~deepgrad.diagnostics.GradientReport` over the first steps, trains it with
 :func:`~deepgrad.train.fit` and returns an :class:`Outcome` with everything an ablation table needs.
 :func:`greedy_layerwise` trains a network one hidden layer at a time (Bengio et al., 2007), the
-"multi-level hierarchy" remedy of the notes.
+"multi-level hierarchy" remedy of the notes, on :func:`deepgrad.train.layerwise`.
+
+Nothing here touches the global random number generators: every function takes a ``seed`` and draws
+from its own ``torch.Generator`` (weights are initialised under ``torch.random.fork_rng``).
 """
 
 from __future__ import annotations
@@ -20,12 +23,11 @@ import torch
 from torch import nn
 
 from deepgrad import activations
-from deepgrad._checks import one_of, positive_int
+from deepgrad._checks import fraction, one_of, positive, positive_int
 from deepgrad.data import Dataset
 from deepgrad.diagnostics import GradientReport
 from deepgrad.models import MLP, NORMS
-from deepgrad.repro import seed_everything
-from deepgrad.train import EarlyStopping, History, evaluate, fit
+from deepgrad.train import EarlyStopping, History, evaluate, fit, layerwise
 
 #: Initialisations a recipe can name: small Gaussian weights N(0, NAIVE_STD²) (the "naive" choice of
 #: old tutorials), PyTorch's default for ``nn.Linear``, Glorot & Bengio's normal, He et al.'s normal.
@@ -52,11 +54,9 @@ class Recipe:
         one_of("init", self.init, INITS)
         one_of("norm", self.norm, NORMS)
         one_of("optimizer", self.optimizer, OPTIMIZERS)
-        if isinstance(self.lr, bool) or not isinstance(self.lr, (int, float)) or not self.lr > 0:
-            raise ValueError(f"lr must be a positive number, got {self.lr!r}")
-        if self.clip is not None and (isinstance(self.clip, bool) or not isinstance(self.clip, (int, float))
-                                      or not self.clip > 0):
-            raise ValueError(f"clip must be None or a positive number, got {self.clip!r}")
+        positive("lr", self.lr)
+        if self.clip is not None:
+            positive("clip", self.clip)
 
     def but(self, **changes) -> Recipe:
         """A copy with some choices changed: ``naive.but(activation="relu")``."""
@@ -86,10 +86,12 @@ def initializer(name: str) -> Callable[[nn.Linear], None] | None:
 
 
 def build(recipe: Recipe, data: Dataset, *, depth: int, width: int, seed: int = 0) -> MLP:
-    """The network ``recipe`` describes, seeded, on ``data``'s device."""
-    seed_everything(seed)
-    model = MLP(data.n_features, data.n_classes, width=width, depth=depth, activation=recipe.activation,
-                init=initializer(recipe.init), norm=recipe.norm, residual=recipe.residual)
+    """The network ``recipe`` describes, on ``data``'s device: its weights drawn from ``torch.manual_seed(seed)``
+    inside ``torch.random.fork_rng``, so the global generator is left as it was."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = MLP(data.n_features, data.n_classes, width=width, depth=depth, activation=recipe.activation,
+                    init=initializer(recipe.init), norm=recipe.norm, residual=recipe.residual)
     return model.to(data.train.x.device)
 
 
@@ -143,7 +145,7 @@ def diagnose(recipe: Recipe, data: Dataset, *, depth: int, width: int, steps: in
     """A :class:`GradientReport` over the first ``steps`` updates of the network ``recipe`` describes."""
     positive_int("steps", steps)
     model = build(recipe, data, depth=depth, width=width, seed=seed)
-    generator = seed_everything(seed)
+    generator = torch.Generator().manual_seed(seed)
     with GradientReport(model) as report:
         fit(model, data, optimizer(recipe, model), steps=steps, batch_size=batch_size, eval_every=steps,
             generator=generator, max_grad_norm=recipe.clip)
@@ -162,7 +164,7 @@ def run(recipe: Recipe, data: Dataset, *, depth: int, width: int, steps: int, se
     report = diagnose(recipe, data, depth=depth, width=width, steps=diagnose_steps, seed=seed,
                               batch_size=batch_size)
     model = build(recipe, data, depth=depth, width=width, seed=seed)
-    generator = seed_everything(seed)
+    generator = torch.Generator().manual_seed(seed)
     stopper = (EarlyStopping(monitor="val_loss", patience=patience, restore_best_weights=True)
                if recipe.early_stopping else None)
     history = fit(model, data, optimizer(recipe, model), steps=steps, batch_size=batch_size,
@@ -181,32 +183,31 @@ def greedy_layerwise(model: MLP, data: Dataset, *, steps_per_layer: int, lr: flo
     trainable hidden layer, so its gradient passes through one layer only (Bengio et al., 2007, in its
     supervised form; Hinton et al., 2006 pre-trained each layer without labels). The model's own output
     layer is then trained on top of the last hidden layer, the same way. Returns the validation accuracy
-    after each stage (``depth + 1`` values). Fine-tune the whole model afterwards with :func:`fit`.
+    after each stage (``depth + 1`` values; fewer if a stage diverged, which ends the training). Fine-tune
+    the whole model afterwards with :func:`fit`. The stages' batches and fresh heads are drawn from one
+    generator seeded with ``seed``.
     """
     positive_int("steps_per_layer", steps_per_layer)
-    if isinstance(lr, bool) or not isinstance(lr, (int, float)) or not lr > 0:
-        raise ValueError(f"lr must be a positive number, got {lr!r}")
-    generator = seed_everything(seed)
-    accuracies = []
-    for k in range(1, model.depth + 2):
-        if k <= model.depth:
-            head = copy.deepcopy(model.output)
-            nn.init.normal_(head.weight, 0.0, 1.0 / model.output.in_features ** 0.5, generator=generator)
-            nn.init.zeros_(head.bias)
-            stage = nn.Sequential(*model.hidden[:k], head)
-            trainable = [*model.hidden[k - 1].parameters(), *head.parameters()]
-        else:
-            stage = nn.Sequential(*model.hidden, model.output)
-            trainable = list(model.output.parameters())
-        frozen = [p for p in stage.parameters() if all(p is not q for q in trainable)]
-        for p in frozen:
-            p.requires_grad_(False)
-        fit(stage, data, torch.optim.SGD(trainable, lr=lr), steps=steps_per_layer, batch_size=batch_size,
-            eval_every=steps_per_layer, generator=generator)
-        for p in frozen:
-            p.requires_grad_(True)
-        accuracies.append(evaluate(stage, data.val)[1])
-    return accuracies
+    positive("lr", lr)
+    generator = torch.Generator().manual_seed(seed)
+
+    def stages():
+        for k in range(1, model.depth + 2):
+            if k <= model.depth:
+                head = copy.deepcopy(model.output)
+                nn.init.normal_(head.weight, 0.0, 1.0 / model.output.in_features ** 0.5, generator=generator)
+                nn.init.zeros_(head.bias)
+                yield nn.Sequential(*model.hidden[:k], head), [*model.hidden[k - 1].parameters(), *head.parameters()]
+            else:
+                yield nn.Sequential(*model.hidden, model.output), list(model.output.parameters())
+
+    def train_stage(stage: nn.Module, trainable: list[torch.Tensor]) -> History:
+        history = fit(stage, data, torch.optim.SGD(trainable, lr=lr), steps=steps_per_layer,
+                      batch_size=batch_size, eval_every=steps_per_layer, generator=generator)
+        history.log("stage_accuracy", evaluate(stage, data.val)[1])
+        return history
+
+    return [h.logs["stage_accuracy"][0] for h in layerwise(stages(), train_stage)]
 
 
 def markdown_table(outcomes: dict[str, Outcome], *, target: float) -> str:
@@ -219,8 +220,7 @@ def markdown_table(outcomes: dict[str, Outcome], *, target: float) -> str:
     """
     from deepgrad.plotting import scientific  # imported here: plotting pulls in matplotlib
 
-    if not 0 < target <= 1:
-        raise ValueError(f"target must be an accuracy in (0, 1], got {target!r}")
+    fraction("target", target, open_high=False)
     lines = [f"| network | test accuracy | steps to {100 * target:.0f}% | layer-1 gradient / top | verdict |",
              "|---|---:|---:|---:|---|"]
     for name, out in outcomes.items():

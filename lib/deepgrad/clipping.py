@@ -7,50 +7,31 @@
 - Pascanu et al.'s one-unit recurrent network x_t = w·σ(x_{t−1}) + b, whose loss
   (σ(x_T) − target)² over (w, b) has a cliff: :func:`one_unit_loss` and its gradient by hand,
   :func:`one_unit_gradient`, a sum of products of the per-step factors w·σ'(x_{t−1}).
-- A small sequence task, :func:`delayed_recall`, a tanh recurrent network that can be trained with
-  truncated backpropagation through time, :class:`TanhRNN`, a warm-up-then-cosine learning-rate
-  factor, :func:`warmup_cosine`, and :func:`train_recall`, which trains it with any mix of the
-  remedies and reports divergence instead of failing.
+- :func:`train_recall`, which trains a :class:`~deepgrad.recurrent.TanhRNN` on the delayed-recall
+  task (:func:`~deepgrad.data.delayed_recall`, scored by :func:`recall_loss`) with any mix of the
+  remedies, on :func:`deepgrad.train.loop`, and reports divergence instead of failing.
+
+``TanhRNN``, ``delayed_recall`` and ``warmup_cosine`` live in :mod:`deepgrad.recurrent`,
+:mod:`deepgrad.data` and :mod:`deepgrad.schedules`; they are re-exported here under their old names.
 """
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
 
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
-from deepgrad._checks import non_negative, one_of, positive_int
+from deepgrad._checks import non_negative, number, one_of, positive, positive_int
+from deepgrad.data import delayed_recall
+from deepgrad.recurrent import TanhRNN
+from deepgrad.schedules import warmup_cosine  # noqa: F401  (re-exported under its old name)
+from deepgrad.train import ClipGradNorm, ClipGradValue, GradNormLog, History, LearningRate, StepMetric, loop
 
 Parameters = Tensor | Iterable[Tensor]
 
 #: The added constant of ``torch.nn.utils.clip_grad_norm_``: the scale is c / (‖g‖ + 1e-6).
 NORM_EPS = 1e-6
-
-
-def _positive(name: str, value: float) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise TypeError(f"{name} must be a number > 0, got {type(value).__name__} {value!r}")
-    if not value > 0:
-        raise ValueError(f"{name} must be a number > 0, got {value}")
-    return float(value)
-
-
-def _threshold(name: str, value: float) -> float:
-    """A clipping threshold: a number >= 0; ``math.inf`` (no clipping) is allowed, as in PyTorch."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise TypeError(f"{name} must be a number >= 0 (math.inf allowed), got {type(value).__name__} {value!r}")
-    if not value >= 0:
-        raise ValueError(f"{name} must be a number >= 0 (math.inf allowed), got {value}")
-    return float(value)
-
-
-def _norm_type(norm_type: float) -> float:
-    if isinstance(norm_type, bool) or not isinstance(norm_type, (int, float)) or not norm_type > 0:
-        raise ValueError(f"norm_type must be a number > 0 or math.inf, got {norm_type!r}")
-    return float(norm_type)
 
 
 def _grads(parameters: Parameters) -> list[Tensor]:
@@ -66,7 +47,8 @@ def total_norm(grads: Iterable[Tensor], norm_type: float = 2.0) -> Tensor:
     ‖g‖_p = (Σ_i ‖g_i‖_p^p)^{1/p}, computed as the norm of the per-tensor norms, as PyTorch does;
     ``norm_type=math.inf`` gives the largest absolute entry. An empty list has norm 0.
     """
-    norm_type = _norm_type(norm_type)
+    number("norm_type", norm_type, "a number > 0 or math.inf")
+    norm_type = positive("norm_type", norm_type, allow_inf=True)
     grads = list(grads)
     if not grads:
         return torch.tensor(0.0)
@@ -80,7 +62,7 @@ def clipped_by_value(grads: Iterable[Tensor], clip_value: float) -> list[Tensor]
     Components inside the interval are unchanged, the others are cut to ±c independently, so
     the direction of the gradient changes whenever some but not all components are cut.
     """
-    c = _threshold("clip_value", clip_value)
+    c = non_negative("clip_value", clip_value, allow_inf=True)  # math.inf: no clipping, as in PyTorch
     return [g.clamp(-c, c) for g in grads]
 
 
@@ -94,7 +76,7 @@ def clipped_by_norm(grads: Iterable[Tensor], max_norm: float, norm_type: float =
     factor is computed anyway, as in PyTorch: a NaN norm makes every component NaN, an infinite one
     makes the finite components 0 and the infinite ones NaN.
     """
-    c = _threshold("max_norm", max_norm)
+    c = non_negative("max_norm", max_norm, allow_inf=True)  # math.inf: no clipping, as in PyTorch
     grads = list(grads)
     norm = total_norm(grads, norm_type)
     if error_if_nonfinite and not torch.isfinite(norm):
@@ -181,95 +163,30 @@ def one_unit_gradient(w: Tensor, b: Tensor, *, steps: int = 50, x0: float = 0.5,
     return loss, grad_w, grad_b
 
 
-# --- a recurrent network whose gradient explodes ----------------------------------------------------
-
-def delayed_recall(batch: int, length: int, lag: int, *, generator: torch.Generator | None = None,
-                   dtype: torch.dtype = torch.float32,
-                   device: torch.device | str | None = None) -> tuple[Tensor, Tensor]:
-    """Inputs u_t ~ N(0, 1) and targets y_t = u_{t−lag}: repeat the input ``lag`` steps later.
-
-    Shapes ``(batch, length, 1)``. Targets before step ``lag`` are 0 (they are not scored by
-    :func:`recall_loss`). Predicting 0 everywhere scores 1, the variance of u: the baseline.
-    """
-    positive_int("batch", batch)
-    positive_int("length", length, minimum=2)
-    positive_int("lag", lag)
-    if lag >= length:
-        raise ValueError(f"lag must be smaller than length {length}, got {lag}")
-    u = torch.randn(batch, length, 1, generator=generator, dtype=dtype)
-    y = torch.zeros_like(u)
-    y[:, lag:] = u[:, :-lag]
-    return u.to(device), y.to(device)
-
+# --- the delayed-recall task and its trainer ------------------------------------------------------
 
 def recall_loss(prediction: Tensor, target: Tensor, lag: int) -> Tensor:
     """Mean squared error over the steps t ≥ ``lag``, where there is something to recall."""
     return ((prediction[:, lag:] - target[:, lag:]) ** 2).mean()
 
 
-class TanhRNN(nn.Module):
-    """h_t = tanh(W_in u_t + W_rec h_{t−1} + b), ŷ_t = W_out h_t + c, for sequences of scalars.
-
-    ``gain`` scales the orthogonal initial W_rec (every singular value equal to ``gain``); the other
-    weights keep PyTorch's defaults. ``forward(u, truncate=k)`` cuts the graph every k steps
-    (truncated backpropagation through time, Williams & Peng 1990): the state is carried forward
-    unchanged, but no gradient flows back across a cut, so no product has more than k factors.
-    """
-
-    def __init__(self, hidden: int = 32, *, gain: float = 1.0):
-        super().__init__()
-        positive_int("hidden", hidden)
-        _positive("gain", gain)
-        self.rnn = nn.RNN(1, hidden, nonlinearity="tanh", batch_first=True)
-        self.readout = nn.Linear(hidden, 1)
-        with torch.no_grad():
-            nn.init.orthogonal_(self.rnn.weight_hh_l0, gain=gain)
+class RecallHistory(History):
+    """What :func:`train_recall` measured at every step (before that step's update): a
+    :class:`~deepgrad.train.History` with the names the clipping chapter uses."""
 
     @property
-    def recurrent_weight(self) -> Tensor:
-        """W_rec, the hidden-to-hidden matrix."""
-        return self.rnn.weight_hh_l0
-
-    def forward(self, u: Tensor, truncate: int | None = None) -> Tensor:
-        if truncate is None:
-            return self.readout(self.rnn(u)[0])
-        positive_int("truncate", truncate)
-        outputs, h = [], None
-        for start in range(0, u.shape[1], truncate):
-            hs, h = self.rnn(u[:, start:start + truncate], h)
-            outputs.append(hs)
-            h = h.detach()                      # the cut: the state goes on, its gradient does not
-        return self.readout(torch.cat(outputs, dim=1))
-
-
-def warmup_cosine(step: int, *, warmup: int, total: int) -> float:
-    """Learning-rate factor: linear warm-up over ``warmup`` steps, then cosine decay to 0 at ``total``.
-
-    (step + 1)/warmup for step < warmup (Goyal et al. 2017), then ½(1 + cos(π (step − warmup) /
-    (total − warmup))) (Loshchilov & Hutter 2017). Steps count from 0, the first update; this is
-    ``torch.optim.lr_scheduler.LinearLR(start_factor=1/warmup, total_iters=warmup − 1)`` followed by
-    ``CosineAnnealingLR(T_max=total − warmup)``.
-    """
-    positive_int("warmup", warmup)
-    positive_int("total", total, minimum=warmup + 1)
-    positive_int("step", step, minimum=0)
-    if step < warmup:
-        return (step + 1) / warmup
-    return 0.5 * (1 + math.cos(math.pi * min(step - warmup, total - warmup) / (total - warmup)))
-
-
-@dataclass
-class RecallHistory:
-    """What :func:`train_recall` measured at every step (before that step's update)."""
-
-    loss: list[float] = field(default_factory=list)
-    grad_norm: list[float] = field(default_factory=list)       # global norm before clipping
-    recurrent_norm: list[float] = field(default_factory=list)  # spectral norm of W_rec
-    diverged_at: int | None = None                              # first step (from 1) with a non-finite loss
+    def loss(self) -> list[float]:
+        return self.train_loss
 
     @property
-    def diverged(self) -> bool:
-        return self.diverged_at is not None
+    def grad_norm(self) -> list[float]:
+        """Global gradient norm before clipping (``nan`` for the diverged step)."""
+        return self.logs.get("grad_norm", [])
+
+    @property
+    def recurrent_norm(self) -> list[float]:
+        """Spectral norm of W_rec."""
+        return self.logs.get("recurrent_norm", [])
 
 
 CLIPS = (None, "norm", "value")
@@ -287,35 +204,32 @@ def train_recall(model: TanhRNN, *, steps: int, lr: float, lag: int = 5, length:
     A non-finite loss ends the run (``diverged_at``); nothing is raised or printed.
     """
     positive_int("steps", steps)
-    _positive("lr", lr)
+    positive("lr", lr)
     one_of("clip", clip, CLIPS)
     if clip is not None:
         if threshold is None:
             raise ValueError(f"threshold must be given with clip={clip!r}")
-        _positive("threshold", threshold)
+        positive("threshold", threshold, allow_inf=True)
     non_negative("weight_decay", weight_decay)
     device = model.readout.weight.device
     dtype = model.readout.weight.dtype
     optimizer = torch.optim.SGD(model.parameters(), lr=lr, weight_decay=weight_decay)
-    history = RecallHistory()
-    for step in range(steps):
-        if schedule is not None:
-            optimizer.param_groups[0]["lr"] = lr * schedule(step)
-        u, y = delayed_recall(batch, length, lag, generator=generator, dtype=dtype, device=device)
-        loss = recall_loss(model(u, truncate), y, lag)
-        value = float(loss.detach())
-        history.loss.append(value)
-        history.recurrent_norm.append(float(torch.linalg.matrix_norm(model.recurrent_weight.detach(), ord=2)))
-        if not math.isfinite(value):
-            history.diverged_at = step + 1
-            history.grad_norm.append(math.nan)
-            break
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        history.grad_norm.append(float(total_norm(_grads(model.parameters()))))
-        if clip == "norm":
-            clip_grad_norm_(model.parameters(), threshold)
-        elif clip == "value":
-            clip_grad_value_(model.parameters(), threshold)
-        optimizer.step()
-    return history
+
+    def fresh_batches():
+        while True:
+            yield delayed_recall(batch, length, lag, generator=generator, dtype=dtype, device=device)
+
+    def step_loss(m: TanhRNN, b: tuple[Tensor, Tensor]) -> Tensor:
+        return recall_loss(m(b[0], truncate), b[1], lag)
+
+    callbacks = [] if schedule is None else [LearningRate(lambda k: lr * schedule(k))]
+    callbacks += [
+        StepMetric("recurrent_norm", lambda m: float(torch.linalg.matrix_norm(m.recurrent_weight.detach(), ord=2))),
+        GradNormLog("grad_norm", lambda m: float(total_norm(_grads(m.parameters())))),
+    ]
+    if clip == "norm":
+        callbacks.append(ClipGradNorm(threshold, clip_grad_norm_))
+    elif clip == "value":
+        callbacks.append(ClipGradValue(threshold, clip_grad_value_))
+    return loop(model, fresh_batches(), optimizer, steps=steps, step_loss=step_loss, callbacks=callbacks,
+                history=RecallHistory())

@@ -196,3 +196,23 @@ def delayed_copies(length: int, delays: int, *, generator: torch.Generator | Non
     u = full[delays:]
     targets = torch.stack([full[delays - d:delays - d + length] for d in range(1, delays + 1)], dim=1)
     return u.to(dtype), targets.to(dtype)
+
+
+def delayed_recall(batch: int, length: int, lag: int, *, generator: torch.Generator | None = None,
+                   dtype: torch.dtype = torch.float32,
+                   device: torch.device | str | None = None) -> tuple[Tensor, Tensor]:
+    """Inputs u_t ~ N(0, 1) and targets y_t = u_{t−lag}: repeat the input ``lag`` steps later.
+
+    Shapes ``(batch, length, 1)``. Targets before step ``lag`` are 0 (they are not scored by
+    :func:`deepgrad.clipping.recall_loss`). Predicting 0 everywhere scores 1, the variance of u: the
+    baseline.
+    """
+    positive_int("batch", batch)
+    positive_int("length", length, minimum=2)
+    positive_int("lag", lag)
+    if lag >= length:
+        raise ValueError(f"lag must be smaller than length {length}, got {lag}")
+    u = torch.randn(batch, length, 1, generator=generator, dtype=dtype)
+    y = torch.zeros_like(u)
+    y[:, lag:] = u[:, :-lag]
+    return u.to(device), y.to(device)

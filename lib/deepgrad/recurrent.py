@@ -6,9 +6,12 @@
 - :class:`RNNCell`, :class:`LSTMCell`, :class:`GRUCell`: one time step of each, written from the
   equations, with the parameter layout (names, shapes and gate order) of ``torch.nn.RNN``,
   ``torch.nn.LSTM`` and ``torch.nn.GRU``, so that :func:`cell_from_torch` can copy their weights.
+- :func:`truncated_bptt`, the library's one truncated backpropagation through time (Williams & Peng's
+  k1 and k2), used by :func:`unroll`, :class:`SequenceModel` and :class:`TanhRNN`.
 - :func:`unroll` runs a cell over a sequence, optionally truncating backpropagation through time.
-- :class:`SequenceModel` (PyTorch's fused recurrent layer plus a linear read-out of the last step)
-  and :func:`fit_sequences`, a small training loop for sequence tasks that reports divergence.
+- :class:`SequenceModel` (PyTorch's fused recurrent layer plus a linear read-out of the last step),
+  :class:`TanhRNN` (a fused tanh layer with a read-out at every step), and :func:`fit_sequences`,
+  which trains a sequence model with :func:`deepgrad.train.loop`.
 - :class:`EchoStateNetwork` and :func:`ridge_fit`: a fixed random reservoir with a trained linear
   read-out (Jaeger, 2001).
 """
@@ -17,12 +20,13 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import torch
 from torch import Tensor, nn
 
-from deepgrad._checks import non_negative, one_of, positive_int
+from deepgrad._checks import fraction, non_negative, one_of, positive, positive_int
+from deepgrad.train import ClipGradNorm, History, StopBelow, loop, supervised
 
 #: The recurrent cells this module implements, by name.
 KINDS = ("rnn", "lstm", "gru")
@@ -208,29 +212,93 @@ def forget_gates(cell: LSTMCell, inputs: Tensor) -> Tensor:
     return torch.stack(gates, dim=1)
 
 
+def _detached(state: State) -> State:
+    return tuple(s.detach() for s in state) if isinstance(state, tuple) else state.detach()
+
+
+#: Where :func:`truncated_bptt` puts its cuts: counted from the first step or back from the last.
+ALIGNS = ("start", "end")
+
+
+def truncated_bptt(segment: Callable[[Tensor, State | None], tuple[Tensor, State]], inputs: Tensor,
+                   state: State | None = None, *, k1: int | None, k2: int | None = None,
+                   align: str = "start") -> tuple[Tensor, State]:
+    """Run a recurrent network over ``inputs`` (batch × time × ...) with truncated backpropagation
+    through time; return (the outputs of every step, joined on dim 1; the last state).
+
+    Williams & Peng (1990) describe BPTT(h; h'): every h' steps the error is propagated back h steps.
+    In the usual names, k1 = h' is the number of steps between truncations and k2 = h the number of
+    steps back-propagated. Here one forward pass builds the graph that one backward pass later
+    follows: the sequence is cut into segments of ``k1`` steps, the state entering a segment is
+    detached (its value carries on, no gradient crosses the cut), and inside a segment only the last
+    ``k2`` steps are recorded by autograd (the earlier ones run under ``torch.no_grad``). A loss on
+    step t therefore sends gradient back to the later of the segment's start and its last k2 steps'
+    start: at most k1 steps, and exactly k2 for a loss at a truncation point (the end of a segment).
+
+    - ``k1=None``: no cuts, one segment (with ``k2`` given, the usual "last k2 steps only" for a loss
+      on the last step: BPTT(k2; T) with a single truncation point at the end);
+    - ``k2=None`` (default): ``k2 = k1``, every step of a segment recorded (losses at every step);
+      ``k2 > k1`` would need overlapping backward passes and is refused;
+    - ``align="start"``: cuts after steps k1, 2k1, ... (the last segment may be shorter);
+      ``align="end"``: cuts before steps T − k1, T − 2k1, ..., so the last step always has a full
+      segment behind it (the first segment may be shorter).
+
+    ``segment(x, state)`` runs the network over ``x`` (batch × steps × ...) from ``state`` (``None``:
+    the network's initial state) and returns (its outputs, batch × steps × ...; its last state), as
+    ``torch.nn.RNN`` does.
+    """
+    one_of("align", align, ALIGNS)
+    steps = inputs.shape[1]
+    if k1 is not None:
+        positive_int("k1", k1)
+    if k2 is not None:
+        positive_int("k2", k2)
+        if k1 is not None and k2 > k1:
+            raise ValueError(f"k2 must be at most k1={k1} (one backward pass per sequence), got {k2}")
+    length = steps if k1 is None else k1
+    if align == "start":
+        cuts = list(range(0, steps, length))
+    else:
+        cuts = [0, *sorted(range(steps - length, 0, -length))]
+    outputs = []
+    for i, start in enumerate(cuts):
+        stop = cuts[i + 1] if i + 1 < len(cuts) else steps
+        if i > 0:
+            state = _detached(state)
+        recorded = stop - start if k2 is None else min(k2, stop - start)
+        if recorded < stop - start:
+            with torch.no_grad():
+                out, state = segment(inputs[:, start:stop - recorded], state)
+            outputs.append(out)
+            start = stop - recorded
+        out, state = segment(inputs[:, start:stop], state)
+        outputs.append(out)
+    return (outputs[0] if len(outputs) == 1 else torch.cat(outputs, dim=1)), state
+
+
 def unroll(cell: _Cell, inputs: Tensor, state: State | None = None, *,
            truncate: int | None = None) -> tuple[Tensor, State]:
     """Run ``cell`` over ``inputs`` (batch × time × features); return (h_1..h_T stacked, last state).
 
-    With ``truncate = k`` backpropagation through time is truncated: the carried state is detached
-    from the graph every k steps, counted back from the last step, so a loss on the last output
-    sends gradient back through at most k steps (truncated BPTT with chunks of k steps, aligned on
-    the end of the sequence; Williams & Peng, 1990).
+    With ``truncate = k`` backpropagation through time is truncated: :func:`truncated_bptt` with
+    ``k1 = k2 = k`` and cuts aligned on the end of the sequence, so a loss on the last output sends
+    gradient back through at most k steps (Williams & Peng, 1990).
     """
     if inputs.ndim != 3:
         raise ValueError(f"inputs must be batch × time × features, got shape {tuple(inputs.shape)}")
     if truncate is not None:
         positive_int("truncate", truncate)
-    steps = inputs.shape[1]
     if state is None:
         state = cell.initial_state(inputs.shape[0])
-    outputs = []
-    for t in range(steps):
-        if truncate is not None and t > 0 and (steps - t) % truncate == 0:
-            state = tuple(s.detach() for s in state) if isinstance(state, tuple) else state.detach()
-        state = cell(inputs[:, t], state)
-        outputs.append(cell.hidden(state))
-    return torch.stack(outputs, dim=1), state
+
+    def segment(x: Tensor, s: State) -> tuple[Tensor, State]:
+        outputs = []
+        for t in range(x.shape[1]):
+            s = cell(x[:, t], s)
+            outputs.append(cell.hidden(s))
+        return torch.stack(outputs, dim=1), s
+
+    return truncated_bptt(segment, inputs, state, k1=truncate, align="end")
 
 
 # --------------------------------------------------------------------------- models and training
@@ -261,27 +329,51 @@ class SequenceModel(nn.Module):
                 self.rnn.bias_hh_l0[hidden_size:2 * hidden_size] += forget_bias
 
     def forward(self, x: Tensor) -> Tensor:
-        k = self.truncate
-        if k is not None and x.shape[1] > k:
-            # truncated BPTT for a loss on the last step: the same forward pass, but the state that
-            # enters the last k steps is computed without a graph, so no gradient goes further back
-            with torch.no_grad():
-                _, state = self.rnn(x[:, :-k])
-            h = self.rnn(x[:, -k:], state)[0]
-        else:
-            h = self.rnn(x)[0]
+        # truncated BPTT for a loss on the last step (k1 = None, k2 = truncate): the same forward pass,
+        # but the state that enters the last k steps is computed without a graph
+        h = truncated_bptt(self.rnn, x, k1=None, k2=self.truncate)[0]
         out = self.readout(h[:, -1])
         return out.squeeze(-1) if out.shape[-1] == 1 else out
 
 
-@dataclass
-class SequenceHistory:
-    """What :func:`fit_sequences` measured: validation loss after ``eval_steps`` updates (0 = start)."""
+class TanhRNN(nn.Module):
+    """h_t = tanh(W_in u_t + W_rec h_{t−1} + b), ŷ_t = W_out h_t + c, for sequences of scalars.
 
-    eval_steps: list[int] = field(default_factory=list)
-    val_loss: list[float] = field(default_factory=list)
-    diverged_at: int | None = None
-    solved_at: int | None = None
+    ``gain`` scales the orthogonal initial W_rec (every singular value equal to ``gain``); the other
+    weights keep PyTorch's defaults. ``forward(u, truncate=k)`` cuts the graph every k steps from the
+    first (:func:`truncated_bptt` with ``k1 = k2 = k``, ``align="start"``; Williams & Peng 1990): the
+    state is carried forward unchanged, but no gradient flows back across a cut, so no product has
+    more than k factors.
+    """
+
+    def __init__(self, hidden: int = 32, *, gain: float = 1.0):
+        super().__init__()
+        positive_int("hidden", hidden)
+        positive("gain", gain)
+        self.rnn = nn.RNN(1, hidden, nonlinearity="tanh", batch_first=True)
+        self.readout = nn.Linear(hidden, 1)
+        with torch.no_grad():
+            nn.init.orthogonal_(self.rnn.weight_hh_l0, gain=gain)
+
+    @property
+    def recurrent_weight(self) -> Tensor:
+        """W_rec, the hidden-to-hidden matrix."""
+        return self.rnn.weight_hh_l0
+
+    def forward(self, u: Tensor, truncate: int | None = None) -> Tensor:
+        if truncate is not None:
+            positive_int("truncate", truncate)
+        return self.readout(truncated_bptt(self.rnn, u, k1=truncate, align="start")[0])
+
+
+class SequenceHistory(History):
+    """What :func:`fit_sequences` measured: a :class:`~deepgrad.train.History` whose validation loss
+    was recorded after ``eval_steps`` updates (0 = start); ``solved_at`` is the step at which it fell
+    below ``stop_below``."""
+
+    @property
+    def solved_at(self) -> int | None:
+        return self.stopped_at
 
     @property
     def final(self) -> float:
@@ -294,42 +386,32 @@ def fit_sequences(model: nn.Module, sample: Callable[[int, torch.Generator], tup
                   clip: float | None = 1.0, eval_every: int = 25, stop_below: float | None = None,
                   loss_fn: Callable[[Tensor, Tensor], Tensor] = nn.functional.mse_loss,
                   generator: torch.Generator | None = None) -> SequenceHistory:
-    """Train ``model`` with Adam on fresh batches ``sample(batch_size, generator)``.
+    """Train ``model`` with Adam on fresh batches ``sample(batch_size, generator)``: :func:`deepgrad.train.loop`.
 
     Every ``eval_every`` steps the loss on ``val = (x, y)`` is recorded; training stops early once
-    it falls below ``stop_below`` (the task counts as solved) and at once, marked diverged, if the
-    training loss is not finite. Gradients are clipped to norm ``clip`` (``None``: no clipping).
+    it falls below ``stop_below`` (the task counts as solved: :class:`~deepgrad.train.StopBelow`) and
+    at once, marked diverged, if the training loss is not finite. Gradients are clipped to norm
+    ``clip`` (``None``: no clipping).
     """
     positive_int("steps", steps)
     positive_int("eval_every", eval_every)
     positive_int("batch_size", batch_size)
     non_negative("lr", lr)
-    history = SequenceHistory()
     optimizer = torch.optim.Adam(model.parameters(), lr=lr)
 
-    def evaluate(step: int) -> None:
-        with torch.no_grad():
-            history.eval_steps.append(step)
-            history.val_loss.append(float(loss_fn(model(val[0]), val[1])))
+    def fresh_batches():
+        while True:
+            yield sample(batch_size, generator)
 
-    evaluate(0)
-    for step in range(1, steps + 1):
-        x, y = sample(batch_size, generator)
-        loss = loss_fn(model(x), y)
-        if not torch.isfinite(loss):
-            history.diverged_at = step
-            break
-        optimizer.zero_grad()
-        loss.backward()
-        if clip is not None:
-            nn.utils.clip_grad_norm_(model.parameters(), clip)
-        optimizer.step()
-        if step % eval_every == 0 or step == steps:
-            evaluate(step)
-            if stop_below is not None and history.val_loss[-1] < stop_below:
-                history.solved_at = step
-                break
-    return history
+    def evaluate(m: nn.Module) -> dict[str, float]:
+        with torch.no_grad():
+            return {"val_loss": float(loss_fn(m(val[0]), val[1]))}
+
+    callbacks = [] if clip is None else [ClipGradNorm(clip)]
+    if stop_below is not None:
+        callbacks.append(StopBelow(stop_below))
+    return loop(model, fresh_batches(), optimizer, steps=steps, step_loss=supervised(loss_fn),
+                callbacks=callbacks, evaluate=evaluate, eval_every=eval_every, history=SequenceHistory())
 
 
 # --------------------------------------------------------------------------- echo state networks
@@ -354,8 +436,7 @@ class EchoStateNetwork:
         positive_int("units", units)
         positive_int("inputs", inputs)
         non_negative("input_scale", input_scale)
-        if not 0 < density <= 1:
-            raise ValueError(f"density must be in (0, 1], got {density}")
+        fraction("density", density, open_high=False)
         w = torch.randn(units, units, generator=generator, dtype=dtype)
         if density < 1:
             w = w * (torch.rand(units, units, generator=generator, dtype=dtype) < density)

@@ -17,20 +17,21 @@
 from __future__ import annotations
 
 import argparse
+import itertools
 import math
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from deepgrad import init as dg_init
-from deepgrad._checks import non_negative, one_of, positive_int
+from deepgrad._checks import instance_of, non_negative, one_of, positive_int
 from deepgrad.data import Dataset, Split, batches
 from deepgrad.models import MLP
-from deepgrad.train import evaluate
+from deepgrad.train import Callback, History, OnStep, StopIfNonFinite, layerwise, loop, validation
 
 #: Search methods :func:`make_sampler` knows.
 SAMPLERS = ("grid", "random", "tpe", "gp", "nsga2", "cmaes")
@@ -82,7 +83,7 @@ def _log2_range(values) -> tuple[int, int]:
 
 
 def suggest(trial) -> dict:
-    """Ask ``trial`` for one configuration from :data:`SPACE` (the hyperparameters of note 003).
+    """Ask ``trial`` for one configuration from :data:`SPACE`.
 
     Depth is an integer; width a power of two, searched through its exponent (``log2_units``: an
     integer with few values keeps the Gaussian-process sampler's search over it cheap); the learning
@@ -111,42 +112,48 @@ def build_model(config: dict, data: Dataset) -> MLP:
                activation=activation, init=initialise)
 
 
+@contextmanager
+def _seeded(seed: int) -> Iterator[torch.Generator]:
+    """Inside: the global generator seeded with ``seed`` (for weight initialisation), restored on exit
+    (``torch.random.fork_rng``); yields a separate generator seeded with ``seed`` for the batches."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        yield torch.Generator().manual_seed(seed)
+
+
+def _train_epochs(model, opt, data: Dataset, batch_sizes: Sequence[int], generator: torch.Generator,
+                  callbacks: Sequence[Callback] = ()) -> History:
+    """One :func:`deepgrad.train.loop` over one epoch per entry of ``batch_sizes`` (mini-batches drawn
+    from ``generator``, ``drop_last``), evaluated on ``data.val`` at the end of every epoch."""
+    ends = list(itertools.accumulate(len(data.train) // b for b in batch_sizes))
+    epochs = (batches(data.train, b, generator=generator, drop_last=True) for b in batch_sizes)
+    return loop(model, itertools.chain.from_iterable(epochs), opt, callbacks=callbacks,
+                evaluate=validation(data.val), eval_every=ends, eval_at_start=False)
+
+
+def _errors(histories: Sequence[History], total: int) -> list[float]:
+    """Validation error after every epoch (finite validation losses only), then :data:`DIVERGED_ERROR`
+    for the epochs a diverged run did not reach, up to ``total``."""
+    errors = [1.0 - a for h in histories for v, a in zip(h.val_loss, h.val_accuracy, strict=True)
+              if math.isfinite(v)]
+    return errors + [DIVERGED_ERROR] * (total - len(errors))
+
+
 def train_config(config: dict, data: Dataset, *, epochs: int = 3, seed: int = 0,
                  momentum: float = 0.9) -> list[float]:
     """Train ``config`` with SGD (``momentum``) for ``epochs`` epochs; validation error after each.
 
-    Deterministic: the weights and the batch order come from ``seed`` alone. If the loss becomes
-    non-finite the remaining epochs score :data:`DIVERGED_ERROR`.
+    Deterministic: the weights and the batch order come from ``seed`` alone (the global generator is
+    left alone). If the loss, or the validation loss, becomes non-finite the remaining epochs score
+    :data:`DIVERGED_ERROR`.
     """
     positive_int("epochs", epochs)
-    torch.manual_seed(seed)
-    generator = torch.Generator().manual_seed(seed)
-    model = build_model(config, data)
-    opt = torch.optim.SGD(model.parameters(), lr=config["lr"], momentum=momentum)
-    errors: list[float] = []
-    for _ in range(epochs):
-        if not _epoch(model, opt, data, config["batch_size"], generator):
-            return errors + [DIVERGED_ERROR] * (epochs - len(errors))
-        val_loss, accuracy = evaluate(model, data.val)
-        if not math.isfinite(val_loss):
-            return errors + [DIVERGED_ERROR] * (epochs - len(errors))
-        errors.append(1.0 - accuracy)
-    return errors
-
-
-def _epoch(model, opt, data: Dataset, batch_size: int, generator: torch.Generator,
-           on_step: Callable[[], None] | None = None) -> bool:
-    """One epoch of mini-batch steps; ``False`` if the loss became non-finite."""
-    for x, y in batches(data.train, batch_size, generator=generator, drop_last=True):
-        loss = F.cross_entropy(model(x), y)
-        if not torch.isfinite(loss):
-            return False
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        if on_step is not None:
-            on_step()
-    return True
+    with _seeded(seed) as generator:
+        model = build_model(config, data)
+        opt = torch.optim.SGD(model.parameters(), lr=config["lr"], momentum=momentum)
+        history = _train_epochs(model, opt, data, [config["batch_size"]] * epochs, generator,
+                                [StopIfNonFinite("val_loss")])
+    return _errors([history], epochs)
 
 
 def train_schedule(config: dict, data: Dataset, *, batch_sizes: Sequence[int], cyclic: bool = False,
@@ -159,54 +166,53 @@ def train_schedule(config: dict, data: Dataset, *, batch_sizes: Sequence[int], c
     """
     if not batch_sizes:
         raise ValueError("batch_sizes must list at least one batch size (one per epoch)")
-    for b in batch_sizes:
-        positive_int("batch_sizes[i]", b)
-    torch.manual_seed(seed)
-    generator = torch.Generator().manual_seed(seed)
-    model = build_model(config, data)
-    opt = torch.optim.SGD(model.parameters(), lr=config["lr"], momentum=momentum)
-    step = None
-    if cyclic:
-        per_epoch = len(data.train) // batch_sizes[0]
-        schedule = torch.optim.lr_scheduler.CyclicLR(opt, base_lr=config["lr"] / 10, max_lr=config["lr"],
-                                                     step_size_up=per_epoch, cycle_momentum=False)
-        step = schedule.step
-    errors: list[float] = []
-    for batch_size in batch_sizes:
-        if not _epoch(model, opt, data, batch_size, generator, step):
-            return errors + [DIVERGED_ERROR] * (len(batch_sizes) - len(errors))
-        errors.append(1.0 - evaluate(model, data.val)[1])
-    return errors
+    for i, b in enumerate(batch_sizes):
+        positive_int(f"batch_sizes[{i}]", b)
+    with _seeded(seed) as generator:
+        model = build_model(config, data)
+        opt = torch.optim.SGD(model.parameters(), lr=config["lr"], momentum=momentum)
+        callbacks = []
+        if cyclic:
+            per_epoch = len(data.train) // batch_sizes[0]
+            schedule = torch.optim.lr_scheduler.CyclicLR(opt, base_lr=config["lr"] / 10, max_lr=config["lr"],
+                                                         step_size_up=per_epoch, cycle_momentum=False)
+            callbacks.append(OnStep(lambda run: schedule.step()))
+        history = _train_epochs(model, opt, data, batch_sizes, generator, callbacks)
+    return _errors([history], len(batch_sizes))
 
 
 def train_progressive(config: dict, data: Dataset, *, epochs_per_stage: int = 1, seed: int = 0,
                       momentum: float = 0.9) -> list[float]:
-    """Note 003's progressive growth of depth: 1 hidden layer, then 2, ..., up to ``n_layers``.
+    """Progressive growth of depth: 1 hidden layer, then 2, ..., up to ``n_layers``.
 
-    Each stage trains ``epochs_per_stage`` epochs. A new stage copies the hidden layers trained so
-    far and freezes them (``requires_grad = False``); only the new hidden layer and a fresh output
-    layer learn. Returns the validation error after every epoch of every stage.
+    Greedy layer-wise training (:func:`deepgrad.train.layerwise`, the implementation that
+    :func:`deepgrad.ablation.greedy_layerwise` uses too) in which each stage is a fresh network one
+    layer deeper: it copies the hidden layers trained so far, which stay frozen, and only the new
+    hidden layer and a fresh output layer learn, for ``epochs_per_stage`` epochs. Returns the
+    validation error after every epoch of every stage (:data:`DIVERGED_ERROR` once diverged).
     """
     positive_int("epochs_per_stage", epochs_per_stage)
-    torch.manual_seed(seed)
-    generator = torch.Generator().manual_seed(seed)
-    errors: list[float] = []
-    previous = None
-    for depth in range(1, config["n_layers"] + 1):
-        model = build_model({**config, "n_layers": depth}, data)
-        if previous is not None:
-            for layer, old in zip(model.hidden, previous.hidden, strict=False):
-                layer.load_state_dict(old.state_dict())
-                layer.requires_grad_(False)
-        trainable = [p for p in model.parameters() if p.requires_grad]
-        opt = torch.optim.SGD(trainable, lr=config["lr"], momentum=momentum)
-        for _ in range(epochs_per_stage):
-            if not _epoch(model, opt, data, config["batch_size"], generator):
-                total = config["n_layers"] * epochs_per_stage
-                return errors + [DIVERGED_ERROR] * (total - len(errors))
-            errors.append(1.0 - evaluate(model, data.val)[1])
-        previous = model
-    return errors
+    total = config["n_layers"] * epochs_per_stage
+
+    def stages():
+        previous = None
+        for depth in range(1, config["n_layers"] + 1):
+            model = build_model({**config, "n_layers": depth}, data)
+            frozen = set()
+            if previous is not None:
+                for layer, old in zip(model.hidden, previous.hidden, strict=False):
+                    layer.load_state_dict(old.state_dict())
+                    frozen |= {id(p) for p in layer.parameters()}
+            yield model, [p for p in model.parameters() if id(p) not in frozen]
+            previous = model
+
+    with _seeded(seed) as generator:
+        def train_stage(model, trainable):
+            opt = torch.optim.SGD(trainable, lr=config["lr"], momentum=momentum)
+            return _train_epochs(model, opt, data, [config["batch_size"]] * epochs_per_stage, generator)
+
+        histories = layerwise(stages(), train_stage)
+    return _errors(histories, total)
 
 
 def _key(config: dict) -> tuple:
@@ -384,7 +390,8 @@ def open_storage(url: str):
     (``sqlite:///file.db``, ``postgresql://user@host:port/db``) as an SQLAlchemy database URL."""
     import optuna
 
-    if not isinstance(url, str) or not url:
+    instance_of("storage", url, str, "a URL such as 'journal:study.log' or 'sqlite:///study.db'")
+    if not url:
         raise ValueError(f"storage must be a URL such as 'journal:study.log' or 'sqlite:///study.db', got {url!r}")
     if url.startswith("journal:"):
         from optuna.storages.journal import JournalFileBackend, JournalStorage
