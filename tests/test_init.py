@@ -264,7 +264,7 @@ def test_orthogonal_entries_have_the_haar_moments_as_torch_draws_do(shape):
 
 
 def test_orthogonal_argument_errors():
-    with pytest.raises(TypeError, match="gain must be a number >= 0"):
+    with pytest.raises(TypeError, match="gain must be a finite number >= 0"):
         init.orthogonal_(torch.empty(3, 3), gain="1")
     with pytest.raises(ValueError, match="gain must be a finite number >= 0"):
         init.orthogonal_(torch.empty(3, 3), gain=-1.0)

@@ -11,6 +11,8 @@ import math
 from collections.abc import Iterable
 from typing import Any
 
+import torch
+
 
 def _is_number(value: Any) -> bool:
     return not isinstance(value, bool) and isinstance(value, (int, float))
@@ -83,4 +85,23 @@ def instance_of(name: str, value: Any, types: type | tuple[type, ...], what: str
     """Return ``value`` if it is an instance of ``types``; otherwise ``TypeError`` saying ``what`` is allowed."""
     if not isinstance(value, types):
         raise TypeError(f"{name} must be {what}, got {type(value).__name__}")
+    return value
+
+
+def flag(name: str, value: Any) -> bool:
+    """Return ``value`` if it is ``True`` or ``False`` (not 0/1, not a string); otherwise ``TypeError``."""
+    if not isinstance(value, bool):
+        raise TypeError(f"{name} must be True or False, got {type(value).__name__} {value!r}")
+    return value
+
+
+def floating_dtype(name: str, value: Any) -> torch.dtype:
+    """``value`` if it is a floating-point ``torch.dtype``: real-valued data cast to an integer type would
+    be truncated (a z-score of 0.7 becomes 0), so integer, bool and complex types are refused."""
+    if not isinstance(value, torch.dtype):
+        raise TypeError(f"{name} must be a torch.dtype (a floating-point one, e.g. torch.float32), "
+                        f"got {type(value).__name__} {value!r}")
+    if not value.is_floating_point:
+        raise ValueError(f"{name} must be a floating-point torch.dtype (torch.float16, bfloat16, float32 "
+                         f"or float64): the features are real numbers; got {value}")
     return value

@@ -15,14 +15,13 @@ from __future__ import annotations
 import math
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any
 
 import torch
 from sklearn.datasets import load_digits as _sklearn_digits
 from sklearn.model_selection import train_test_split
 from torch import Tensor
 
-from deepgrad._checks import fraction, non_negative, positive_int
+from deepgrad._checks import floating_dtype, fraction, non_negative, positive_int
 
 
 @dataclass(frozen=True)
@@ -76,21 +75,10 @@ def _standardise(x: Tensor, train_idx: Tensor) -> Tensor:
     return (x - mean) / std
 
 
-def _floating_dtype(name: str, value: Any) -> torch.dtype:
-    """``value`` if it is a floating-point ``torch.dtype``: features cast to an integer type would be
-    truncated (a z-score of 0.7 becomes 0), so integer, bool and complex types are refused."""
-    if not isinstance(value, torch.dtype):
-        raise TypeError(f"{name} must be a torch.dtype (a floating-point one, e.g. torch.float32), "
-                        f"got {type(value).__name__} {value!r}")
-    if not value.is_floating_point:
-        raise ValueError(f"{name} must be a floating-point torch.dtype (torch.float16, bfloat16, float32 "
-                         f"or float64): the features are real numbers; got {value}")
-    return value
-
 
 def _make_dataset(name: str, x: Tensor, y: Tensor, *, val_fraction: float, test_fraction: float,
                   seed: int, standardize: bool, dtype: torch.dtype, device) -> Dataset:
-    _floating_dtype("dtype", dtype)
+    floating_dtype("dtype", dtype)
     fraction("val_fraction", val_fraction)
     fraction("test_fraction", test_fraction)
     train_idx, val_idx, test_idx = _three_way_split(x, y, val_fraction, test_fraction, seed)

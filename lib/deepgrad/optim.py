@@ -38,7 +38,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from deepgrad._checks import positive_int
+from deepgrad._checks import flag, number, positive_int
 
 Params = Iterable[Tensor] | Iterable[dict[str, Any]]
 
@@ -48,16 +48,10 @@ Params = Iterable[Tensor] | Iterable[dict[str, Any]]
 # message first ("Invalid learning rate: -1"), followed by the argument's name and its range; the
 # conditions are torch's, except that inf is refused too (an infinite step or decay makes every weight nan).
 
-def _real(name: str, value: Any, allowed: str) -> float:
-    """``value`` as a float if it is an int or a float (not a bool); TypeError naming ``name`` otherwise."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise TypeError(f"{name} must be {allowed}, got {type(value).__name__} {value!r}")
-    return float(value)
-
 
 def _at_least_zero(name: str, value: Any, label: str) -> None:
     """A finite real number >= 0; ``label`` is torch.optim's wording ("learning rate", "epsilon value")."""
-    v = _real(name, value, "a real number >= 0")
+    v = number(name, value, "a real number >= 0")
     if not 0.0 <= v < math.inf:
         raise ValueError(f"Invalid {label}: {value} ({name} must be a finite number >= 0)")
 
@@ -65,7 +59,7 @@ def _at_least_zero(name: str, value: Any, label: str) -> None:
 def _in_unit_interval(name: str, value: Any, label: str, *, closed: bool = False) -> None:
     """A real number in [0, 1) (``closed``: [0, 1])."""
     allowed = "[0, 1]" if closed else "[0, 1)"
-    v = _real(name, value, f"a real number in {allowed}")
+    v = number(name, value, f"a real number in {allowed}")
     if not (0.0 <= v <= 1.0 if closed else 0.0 <= v < 1.0):
         raise ValueError(f"Invalid {label}: {value} ({name} must be in {allowed})")
 
@@ -78,15 +72,11 @@ def _betas(betas: Any) -> tuple[float, float]:
     if len(betas) != 2:
         raise ValueError(f"betas must be {allowed}; got {len(betas)}: {betas!r}")
     for i, beta in enumerate(betas):
-        _real(f"betas[{i}]", beta, f"a real number in [0, 1) (betas must be {allowed})")
+        number(f"betas[{i}]", beta, f"a real number in [0, 1) (betas must be {allowed})")
         if not 0.0 <= beta < 1.0:
             raise ValueError(f"Invalid beta parameter at index {i}: {beta} (betas must be {allowed})")
     return betas[0], betas[1]
 
-
-def _flag(name: str, value: Any) -> None:
-    if not isinstance(value, bool):
-        raise TypeError(f"{name} must be True or False, got {type(value).__name__} {value!r}")
 
 
 def _decayed_gradient(p: Tensor, weight_decay: float) -> Tensor:
@@ -132,8 +122,8 @@ class SGD(_Optimizer):
         _at_least_zero("lr", lr, "learning rate")
         _at_least_zero("momentum", momentum, "momentum value")
         _at_least_zero("weight_decay", weight_decay, "weight_decay value")
-        _real("dampening", dampening, "a real number")
-        _flag("nesterov", nesterov)
+        number("dampening", dampening, "a real number")
+        flag("nesterov", nesterov)
         if nesterov and (momentum <= 0 or dampening != 0):
             raise ValueError("Nesterov momentum requires a momentum and zero dampening")
         defaults = dict(lr=lr, momentum=momentum, dampening=dampening, weight_decay=weight_decay,
@@ -216,7 +206,7 @@ class RMSprop(_Optimizer):
         _at_least_zero("momentum", momentum, "momentum value")
         _at_least_zero("weight_decay", weight_decay, "weight_decay value")
         _at_least_zero("alpha", alpha, "alpha value")
-        _flag("centered", centered)
+        flag("centered", centered)
         defaults = dict(lr=lr, alpha=alpha, eps=eps, weight_decay=weight_decay, momentum=momentum,
                         centered=centered)
         super().__init__(params, defaults)
@@ -283,7 +273,7 @@ class Adam(_Optimizer):
         _at_least_zero("lr", lr, "learning rate")
         _at_least_zero("eps", eps, "epsilon value")
         _betas(betas)
-        _flag("bias_correction", bias_correction)
+        flag("bias_correction", bias_correction)
         _at_least_zero("weight_decay", weight_decay, "weight_decay value")
         defaults = dict(lr=lr, betas=tuple(betas), eps=eps, weight_decay=weight_decay,
                         bias_correction=bias_correction)
