@@ -65,6 +65,14 @@ def test_glue_digits_none_stores_the_float_unrounded(glued):
     assert repr(glued[0][1]) == repr(100 / 3)
 
 
+def test_glue_reads_one_element_tensors_as_floats(glued):
+    import torch
+    book.glue("t", torch.tensor(0.123456), 2)
+    book.glue("s", torch.tensor([8.94e-8]), 2, scientific=True)
+    assert glued[0][1] == 0.12 and type(glued[0][1]) is float
+    assert glued[1][1].data == "8.9 × 10⁻⁸"
+
+
 def test_glue_keeps_ints_as_they_are(glued):
     book.glue("steps", 12345678, 2)
     book.glue("count", np.int64(7))
@@ -98,7 +106,8 @@ def test_glue_keeps_non_finite_values(glued):
 @pytest.mark.parametrize("args, kwargs, error, match", [
     ((1, 0.5), {}, TypeError, "name must be a str"),
     (("", 0.5), {}, ValueError, "name must be a non-empty str"),
-    (("v", [0.5]), {}, TypeError, "value must be a real number or a str, got list"),
+    (("v", [0.5, 1.5]), {}, TypeError, "value must be a real number, a one-element tensor or a str, got list"),
+    (("v", None), {}, TypeError, "value must be a real number, a one-element tensor or a str, got NoneType"),
     (("v", "text"), {"scientific": True}, TypeError, "scientific=True needs a number"),
     (("v", 0.5, 0), {}, ValueError, "digits must be an int >= 1, got 0"),
     (("v", 0.5, 2.0), {}, TypeError, "digits must be an int >= 1"),

@@ -67,8 +67,11 @@ def glued_value(value: Any, digits: int | None = 4, *, scientific: bool = False)
     if isinstance(value, numbers.Integral) and not scientific:
         return value  # ints (and bools) are exact: stored as they are
     if not isinstance(value, numbers.Real):
-        raise TypeError(f"value must be a real number or a str, got {type(value).__name__} {value!r} "
-                        "(call .item() on a one-element tensor)")
+        try:  # a one-element tensor or array: a float, as significant() and scientific() read it
+            value = float(value)
+        except (TypeError, ValueError):
+            raise TypeError(f"value must be a real number, a one-element tensor or a str, "
+                            f"got {type(value).__name__} {value!r}") from None
     if scientific:
         return _markdown(_scientific(value, 2 if digits is None else digits))
     return float(value) if digits is None else significant(value, digits)
@@ -82,9 +85,9 @@ def glue(name: str, value: Any, digits: int | None = 4, *, scientific: bool = Fa
 
     What is stored, by type of ``value``:
 
-    - a float (or NumPy float): rounded to ``digits`` significant digits (:func:`significant`) and
-      stored as a number, so that ``{glue:text}`name:.1f``` can still format it; ``digits=None``
-      stores it unrounded;
+    - a float (or NumPy float, or one-element tensor): rounded to ``digits`` significant digits
+      (:func:`significant`) and stored as a number, so that ``{glue:text}`name:.1f``` can still
+      format it; ``digits=None`` stores it unrounded;
     - an int: stored as it is;
     - a str: stored as Markdown, so that it appears without quotes;
     - any number with ``scientific=True``: written by :func:`scientific` with ``digits`` digits
