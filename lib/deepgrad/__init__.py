@@ -20,15 +20,19 @@ Chapters import it as ``import deepgrad as dg``. Each module is one concept:
 - :mod:`deepgrad.ablation`    remedy-by-remedy ablation of a failing network; greedy layer-wise training
 - :mod:`deepgrad.train`       a training loop with divergence detection, Keras-style early stopping, Prechelt
 - :mod:`deepgrad.plotting`    the book's figure style and shared plotting helpers
+- :mod:`deepgrad.book`        numbers as the book prints them (significant digits, 8.9 × 10⁻⁸) and one ``glue``
+- :mod:`deepgrad.evidence`    paired comparisons of two arms over seeds: wins, mean difference, bootstrap interval
 """
 
 from deepgrad import (
     ablation,
     activations,
     autodiff,
+    book,
     clipping,
     data,
     diagnostics,
+    evidence,
     init,
     models,
     normalization,
@@ -41,15 +45,18 @@ from deepgrad import (
     schedules,
     train,
 )
-from deepgrad.repro import default_device, seed_everything, significant
+from deepgrad.book import glue, scientific, significant
+from deepgrad.repro import default_device, seed_everything
 
 __all__ = [
     "ablation",
     "activations",
     "autodiff",
+    "book",
     "clipping",
     "data",
     "diagnostics",
+    "evidence",
     "init",
     "models",
     "normalization",
@@ -65,6 +72,8 @@ __all__ = [
     "default_device",
     "seed_everything",
     "significant",
+    "scientific",
+    "glue",
 ]
 __version__ = "0.1.0"
 

@@ -28,7 +28,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from deepgrad._checks import non_negative, one_of, positive_int
-from deepgrad.repro import significant
+from deepgrad.book import significant
 
 #: Negative slope of ``leaky_relu`` (PyTorch's default).
 LEAKY_SLOPE = 0.01

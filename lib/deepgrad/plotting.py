@@ -6,9 +6,10 @@
 - :func:`layer_profile` draws one per-layer quantity (a gradient norm, say) on a log axis, marking
   non-finite values as diverged instead of failing.
 - :func:`draw_graph` draws a small computational graph (nodes in boxes, forward and backward arrows).
-- :func:`scientific` writes a number as text, 8.9 × 10⁻⁸ rather than 8.9e-08.
-- :func:`glue_text` and :func:`glue_figure` hand text (for the ``{glue}`` role) and figures (for
-  a numbered, captioned ``{glue:figure}``) to MyST-NB's ``glue``.
+- :func:`glue_figure` hands a figure to MyST-NB's ``glue`` for a numbered, captioned ``{glue:figure}``.
+
+Numbers and text are glued with :func:`deepgrad.book.glue`; ``scientific`` and ``glue_text`` are
+still importable from here (from :mod:`deepgrad.book`, where they live now).
 """
 
 from __future__ import annotations
@@ -21,7 +22,8 @@ import matplotlib.pyplot as plt
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
-from deepgrad._checks import one_of, positive_int
+from deepgrad._checks import one_of
+from deepgrad.book import glue, scientific  # noqa: F401  (scientific is re-exported: it lived here before)
 
 #: The Okabe–Ito palette: distinguishable under the common colour-vision deficiencies.
 PALETTE = {
@@ -153,35 +155,11 @@ def draw_graph(ax: Axes, nodes: dict[str, tuple[float, float, str, str]],
     ax.set_axis_off()
 
 
-_SUPERSCRIPT = str.maketrans("-0123456789", "⁻⁰¹²³⁴⁵⁶⁷⁸⁹")
-
-
-def scientific(value: float, digits: int = 2) -> str:
-    """``value`` to ``digits`` significant digits, as a reader writes it: ``8.9 × 10⁻⁸``.
-
-    Numbers between 0.01 and 10,000 are written plainly (``0.16``, ``512``); non-finite ones as
-    ``nan``/``inf``.
-    """
-    positive_int("digits", digits)
-    value = float(value)
-    if not math.isfinite(value):
-        return str(value)
-    if value == 0 or 1e-2 <= abs(value) < 1e4:
-        rounded = float(f"{value:.{digits - 1}e}")
-        if abs(rounded) >= 10 ** (digits - 1):  # the integer part holds every significant digit: 253 -> 250
-            return f"{rounded:.0f}"
-        return f"{value:#.{digits}g}".rstrip(".")
-    mantissa, exponent = f"{value:.{digits - 1}e}".split("e")
-    power = f"10{str(int(exponent)).translate(_SUPERSCRIPT)}"
-    return power if mantissa in ("1", "1.0") else f"{mantissa} × {power}".replace("-", "−", 1)
-
-
 def glue_text(name: str, text: str) -> None:
-    """Glue ``text`` (Markdown) under ``name`` for the ``{glue}`` role: it appears without quotes."""
-    from IPython.display import Markdown
-    from myst_nb import glue
-
-    glue(name, Markdown(text), display=False)
+    """Glue ``text`` (Markdown) under ``name`` for the ``{glue}`` role: :func:`deepgrad.book.glue` with a str."""
+    if not isinstance(text, str):
+        raise TypeError(f"text must be a str, got {type(text).__name__} {text!r}")
+    glue(name, text)
 
 
 def glue_figure(name: str, fig: Figure) -> None:

@@ -6,7 +6,6 @@ byte-identical text on the same machine, which is what the book's nbval tests ch
 
 from __future__ import annotations
 
-import math
 import os
 import random
 
@@ -14,6 +13,7 @@ import numpy as np
 import torch
 
 from deepgrad._checks import one_of, positive_int
+from deepgrad.book import significant  # noqa: F401  (re-exported: it lived here before deepgrad.book)
 
 #: Environment variable that overrides :func:`default_device` (``"cpu"`` or ``"cuda"``).
 DEVICE_ENV = "DEEPGRAD_DEVICE"
@@ -75,16 +75,3 @@ def default_device() -> torch.device:
             raise ValueError(f"{DEVICE_ENV}=cuda but no CUDA device is available; use 'cpu'")
         return torch.device(choice)
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-
-
-def significant(value: float, digits: int = 4) -> float:
-    """``value`` rounded to ``digits`` significant digits (non-finite values unchanged).
-
-    Chapters round what they print and glue, so that the last bits of a floating-point result,
-    which can differ between CPU models, do not change the book's text.
-    """
-    positive_int("digits", digits)
-    value = float(value)
-    if not math.isfinite(value) or value == 0:
-        return value
-    return float(f"{value:.{digits - 1}e}")
