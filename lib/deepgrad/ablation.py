@@ -24,6 +24,7 @@ from torch import nn
 
 from deepgrad import activations
 from deepgrad._checks import fraction, one_of, positive, positive_int
+from deepgrad.book import scientific
 from deepgrad.data import Dataset
 from deepgrad.diagnostics import GradientReport
 from deepgrad.models import MLP, NORMS
@@ -218,7 +219,6 @@ def markdown_table(outcomes: dict[str, Outcome], *, target: float) -> str:
     back-propagated gradient relative to the reference layer over the first steps, and the gradient
     report's verdict.
     """
-    from deepgrad.plotting import scientific  # imported here: plotting pulls in matplotlib
 
     fraction("target", target, open_high=False)
     lines = [f"| network | test accuracy | steps to {100 * target:.0f}% | layer-1 gradient / top | verdict |",
