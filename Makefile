@@ -13,10 +13,11 @@ TEST_ENV := DEEPGRAD_DEVICE=cpu
 
 help:
 	@echo "make book       build the HTML book into _build/html (executes changed chapters)"
-	@echo "make test       lint and unit tests, nbval on every chapter, the book build (warnings are errors),"
-	@echo "                then every page of the built book checked in headless Chromium"
+	@echo "make test       lint and unit tests, nbval on every chapter, the book build (warnings are errors;"
+	@echo "                it reuses nbval's executions), then every page checked in headless Chromium"
 	@echo "make reference  re-record chapter outputs in tests/reference/ after an intended change"
-	@echo "make bench      time and memory of every chapter, cold and warm builds, the tests (empties _build/)"
+	@echo "make bench      time and memory of every chapter, cold and warm builds, the tests, the report's"
+	@echo "                overhead, each against its budget (empties _build/)"
 	@echo "make clean      remove _build/ (the next build re-executes every chapter)"
 	@echo "make distclean  also remove the virtual environment"
 
@@ -36,10 +37,14 @@ unit: $(STAMP)
 	$(BIN)/ruff check lib tests tools _ext conftest.py
 	$(TEST_ENV) $(BIN)/python -m pytest tests --ignore=tests/test_browser.py
 
+# nbval executes every chapter and stores each execution in MyST-NB's cache (--stage-executions,
+# conftest.py), so the `book` step of `make test` executes nothing: each chapter runs once per test.
+# cache-guard first: it must not empty the cache after the executions are staged.
 nbval: $(STAMP)
+	$(BIN)/python tools/chapters.py cache-guard
 	$(BIN)/python tools/chapters.py prepare
 	$(TEST_ENV) $(BIN)/python -m pytest --nbval _build/nbval --nbval-current-env \
-	    --nbval-sanitize-with tests/sanitize.cfg --nbval-cell-timeout=120
+	    --nbval-sanitize-with tests/sanitize.cfg --nbval-cell-timeout=120 --stage-executions
 
 # The built book in a real browser (tests/test_browser.py): run after `book`; screenshots in _build/screenshots/
 browser: book

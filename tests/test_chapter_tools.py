@@ -42,6 +42,7 @@ def tree(tmp_path, monkeypatch):
     monkeypatch.setattr(tool, "REFERENCE", tmp_path / "tests/reference")
     monkeypatch.setattr(tool, "NBVAL_DIR", tmp_path / "_build/nbval")
     monkeypatch.setattr(tool, "CACHE_STAMP", tmp_path / "_build/.deepgrad-hash")
+    monkeypatch.setattr(tool, "EXECUTION_CACHE", tmp_path / "_build/.jupyter_cache")
     monkeypatch.setattr(tool, "EXECUTION_STATE", [tmp_path / "_build/.jupyter_cache"])
     return tmp_path
 
@@ -151,3 +152,78 @@ def test_bench_measures_a_chapter_in_a_fresh_kernel(tmp_path):
     seconds, mib = bench.run_chapter(chapter)
     assert seconds > 0.5
     assert mib > 200
+
+
+class _Log:
+    """Stands in for MyST-NB's document logger: keeps the messages."""
+
+    def __init__(self):
+        self.messages = []
+
+    def _keep(self, message, *args, **kwargs):
+        self.messages.append(str(message))
+
+    info = warning = error = debug = _keep
+
+
+def _build_lookup(tree):
+    """What the book build does with a chapter in `execute_notebooks: cache` mode: MyST-NB's reader,
+    then MyST-NB's cache client (which takes the cached execution, or executes and caches)."""
+    from myst_nb.core.config import NbParserConfig
+    from myst_nb.core.execute import create_client
+    from myst_nb.core.read import create_nb_reader
+    from myst_parser.config.main import MdParserConfig
+
+    path = tree / "chapters/ch.md"
+    text = path.read_text()
+    reader = create_nb_reader(str(path), MdParserConfig(), NbParserConfig(), text)
+    config = NbParserConfig(execution_mode="cache", execution_cache_path=str(tree / "_build/.jupyter_cache"))
+    log = _Log()
+    with create_client(reader.read(text), str(path), config, log, reader.read_fmt) as client:
+        return client.exec_metadata, client.notebook, log.messages
+
+
+TAGGED_CELL = """
+```{code-cell} ipython3
+:tags: [remove-cell]
+
+assert True
+```
+"""
+
+
+def test_a_staged_execution_is_what_the_book_build_finds_and_it_executes_nothing(tree):
+    _chapter(tree, "1")
+    (tree / "chapters/ch.md").write_text((tree / "chapters/ch.md").read_text() + TAGGED_CELL)
+    printed = "printed by the staged run, not by print(1)\n"
+    outputs = [[{"output_type": "stream", "name": "stdout", "text": printed}], []]
+    tool.stage("ch", outputs, seconds=12.5, sources=["print(1)", "assert True"])
+    metadata, notebook, messages = _build_lookup(tree)
+    assert any("Using cached notebook" in m for m in messages), messages
+    assert not any("Executing notebook" in m for m in messages), messages
+    assert metadata["runtime"] == 12.5 and metadata["succeeded"]   # the execution report shows nbval's run
+    code = [c for c in notebook.cells if c.cell_type == "code"]
+    assert code[0].outputs[0]["text"] == printed
+    assert code[1].metadata["tags"] == ["remove-cell"]
+    assert notebook.metadata["language_info"]["pygments_lexer"] == "ipython3"
+
+
+def test_a_chapter_changed_after_staging_is_not_found_in_the_cache(tree):
+    from jupyter_cache import get_cache
+
+    _chapter(tree, "1")
+    tool.stage("ch", [[]], sources=["print(1)"])
+    cache = get_cache(str(tree / "_build/.jupyter_cache"))
+    cache.match_cache_notebook(tool.book_notebook(tree / "chapters/ch.md"))  # found
+    _chapter(tree, "2")
+    with pytest.raises(KeyError):
+        cache.match_cache_notebook(tool.book_notebook(tree / "chapters/ch.md"))
+
+
+def test_stage_refuses_outputs_of_other_code(tree):
+    _chapter(tree, "1")
+    with pytest.raises(ValueError, match="sources: the executed code differs from chapters/ch.md"):
+        tool.stage("ch", [[]], sources=["print(2)"])
+    with pytest.raises(ValueError, match="outputs: chapters/ch.md has 1 code cells, got outputs for 2"):
+        tool.stage("ch", [[], []])
+    assert not (tree / "_build/.jupyter_cache").exists()

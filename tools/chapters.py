@@ -4,10 +4,15 @@
     python tools/chapters.py prepare [STEM ...]     build _build/nbval/: each reference with the current code
     python tools/chapters.py cache-guard             clear the execution cache if deepgrad or the pins changed
 
-The nbval contract (design/architecture.md): tests/reference/<stem>.ipynb holds the text outputs a
-chapter produced when it was last recorded. `prepare` copies each reference and carries the chapter's
-*current* code into it (jupytext --update keeps the recorded outputs), so that nbval runs the new code
-against the old outputs: a chapter whose output changed fails until `make reference` records it again.
+The nbval contract: tests/reference/<stem>.ipynb holds the text outputs a chapter produced when it
+was last recorded. `prepare` copies each reference and carries the chapter's *current* code into it
+(jupytext --update keeps the recorded outputs), so that nbval runs the new code against the old
+outputs: a chapter whose output changed fails until `make reference` records it again.
+
+Each chapter is executed once per `make test`: nbval executes it, and `stage` (called by the nbval
+plugin in conftest.py when pytest runs with ``--stage-executions``) stores that execution in MyST-NB's
+execution cache under the key MyST-NB looks up, so the book build that follows finds every chapter
+there and executes none. `make book` alone still executes whatever the cache lacks.
 """
 
 from __future__ import annotations
@@ -19,6 +24,7 @@ from pathlib import Path
 
 import jupytext
 import nbformat
+import yaml
 from jupytext.combine import combine_inputs_with_outputs
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -26,7 +32,8 @@ CHAPTERS = ROOT / "chapters"
 REFERENCE = ROOT / "tests" / "reference"
 NBVAL_DIR = ROOT / "_build" / "nbval"
 CACHE_STAMP = ROOT / "_build" / ".deepgrad-hash"
-EXECUTION_STATE = [ROOT / "_build" / ".jupyter_cache", ROOT / "_build" / ".doctrees"]
+EXECUTION_CACHE = ROOT / "_build" / ".jupyter_cache"  # MyST-NB's default nb_execution_cache_path
+EXECUTION_STATE = [EXECUTION_CACHE, ROOT / "_build" / ".doctrees"]
 REFRESH = "make reference"
 #: Output types that are not text; nbval does not compare them, so they are not stored.
 BINARY_MIME = ("image/png", "image/jpeg", "image/svg+xml", "application/pdf")
@@ -100,6 +107,65 @@ def prepare(stems: list[str] | None = None) -> None:
         combined = combine_inputs_with_outputs(current, recorded, fmt="md:myst")
         nbformat.write(combined, NBVAL_DIR / f"{stem}.ipynb")
     print(f"prepared {len(chapters)} chapter(s) for nbval in {NBVAL_DIR.relative_to(ROOT)}/")
+
+
+def book_notebook(path: Path) -> nbformat.NotebookNode:
+    """The chapter as the book build reads it: MyST-NB's own reader, with the book's MyST extensions.
+
+    Its code cells (source and metadata) and its kernelspec are what MyST-NB's jupyter-cache hashes
+    to find a chapter's execution, so a staged execution must be built on this notebook.
+    """
+    from myst_nb.core.read import read_myst_markdown_notebook
+    from myst_parser.config.main import MdParserConfig
+
+    book_config = ROOT / "_config.yml"
+    config = (yaml.safe_load(book_config.read_text()) if book_config.exists() else None) or {}
+    extensions = config.get("parse", {}).get("myst_enable_extensions", [])
+    return read_myst_markdown_notebook(path.read_text(), config=MdParserConfig(enable_extensions=set(extensions)),
+                                       add_source_map=True, path=path)
+
+
+def _language_info() -> dict:
+    """The ``language_info`` an IPython kernel of this environment reports (MyST-NB reads its lexer)."""
+    from ipykernel.ipkernel import IPythonKernel
+
+    return dict(IPythonKernel.language_info)
+
+
+def stage(stem: str, outputs: list[list[dict]], seconds: float | None = None,
+          sources: list[str] | None = None, cache_path: Path | None = None) -> int:
+    """Store one execution of chapters/<stem>.md in MyST-NB's execution cache; return its record id.
+
+    ``outputs[i]`` are the outputs of the chapter's i-th code cell, as nbformat output dicts, from a
+    run of every cell in order in one fresh kernel (what nbval does). The record is keyed exactly as
+    MyST-NB looks a chapter up (``book_notebook``), so the build merges these outputs instead of
+    executing the chapter. ``seconds`` is shown on the book's execution report page. ``sources``,
+    the code that was executed, must be the chapter's code as MyST-NB reads it (ValueError if not).
+    """
+    from jupyter_cache import get_cache
+    from jupyter_cache.base import CacheBundleIn
+
+    path = CHAPTERS / f"{stem}.md"
+    nb = book_notebook(path)
+    code = [cell for cell in nb.cells if cell.cell_type == "code"]
+    if len(code) != len(outputs):
+        raise ValueError(f"outputs: chapters/{stem}.md has {len(code)} code cells, got outputs for {len(outputs)}")
+    if sources is not None:
+        if len(sources) != len(code):
+            raise ValueError(f"sources: chapters/{stem}.md has {len(code)} code cells, {len(sources)} were executed")
+        differ = [i for i, (cell, source) in enumerate(zip(code, sources, strict=True)) if cell.source != source]
+        if differ:
+            raise ValueError(f"sources: the executed code differs from chapters/{stem}.md (code cells {differ})")
+    for count, (cell, cell_outputs) in enumerate(zip(code, outputs, strict=True), start=1):
+        cell.execution_count = count
+        cell.outputs = [nbformat.from_dict(output) for output in cell_outputs]
+    nb.metadata["language_info"] = _language_info()
+    nbformat.validate(nb)
+    cache = get_cache(str(cache_path or EXECUTION_CACHE))
+    data = {} if seconds is None else {"execution_seconds": seconds}
+    record = cache.cache_notebook_bundle(CacheBundleIn(nb, str(path), data=data), check_validity=True,
+                                         overwrite=True)
+    return record.pk
 
 
 def _library_hash() -> str:
