@@ -142,10 +142,15 @@ def test_every_notebook_chapter_of_the_book_is_in_the_toc_and_has_a_reference():
         assert (ROOT / "tests/reference" / f"{stem}.ipynb").exists(), f"run `make reference CHAPTERS={stem}`"
 
 
-def test_bench_measures_a_chapter_in_a_fresh_kernel(tmp_path):
+def _bench():
     spec = importlib.util.spec_from_file_location("bench_tool", ROOT / "tools" / "bench.py")
     bench = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(bench)
+    return bench
+
+
+def test_bench_measures_a_chapter_in_a_fresh_kernel(tmp_path):
+    bench = _bench()
     chapter = tmp_path / "big.md"
     # a chapter that holds about 200 MiB for half a second: the sampler must see it
     chapter.write_text(HEADER.replace("print(CODE)", "import time\nblock = b\"x\" * (200 * 2**20)\ntime.sleep(0.5)"))
@@ -227,3 +232,18 @@ def test_stage_refuses_outputs_of_other_code(tree):
     with pytest.raises(ValueError, match="outputs: chapters/ch.md has 1 code cells, got outputs for 2"):
         tool.stage("ch", [[], []])
     assert not (tree / "_build/.jupyter_cache").exists()
+
+
+def test_bench_prints_the_report_overhead_against_its_budget_or_says_it_was_not_measured(tmp_path, capsys,
+                                                                                         monkeypatch):
+    bench = _bench()
+    monkeypatch.setattr(bench, "ROOT", tmp_path)
+    bench.print_overhead(tmp_path / "tools" / "report_overhead.py")
+    assert "| not measured: tools/report_overhead.py is absent | 1.10 | - |" in capsys.readouterr().out
+    tool = tmp_path / "report_overhead.py"
+    tool.write_text("def measure():\n    return {'ratio': 1.234, 'budget': 1.10, 'width': 64}\n")
+    bench.print_overhead(tool)
+    assert "| gradient report overhead (x plain step) | 1.23 | 1.10 | **no** |" in capsys.readouterr().out
+    tool.write_text("def measure():\n    return {'ratio': 1.05, 'budget': 1.10}\n")
+    bench.print_overhead(tool)
+    assert "| 1.05 | 1.10 | yes |" in capsys.readouterr().out
