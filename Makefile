@@ -9,12 +9,13 @@ JB     := $(BIN)/jupyter-book build . --warningiserror --keep-going
 # nbval compares text outputs recorded on a CPU: run the chapters there for the comparison
 TEST_ENV := DEEPGRAD_DEVICE=cpu
 
-.PHONY: book test unit nbval browser reference bench clean distclean help
+.PHONY: book test unit nbval browser linkcheck reference bench clean distclean help
 
 help:
 	@echo "make book       build the HTML book into _build/html (executes changed chapters)"
 	@echo "make test       lint and unit tests, nbval on every chapter, the book build (warnings are errors;"
 	@echo "                it reuses nbval's executions), then every page checked in headless Chromium"
+	@echo "make linkcheck  check every external link of the book (needs the internet; weekly on GitHub)"
 	@echo "make reference  re-record chapter outputs in tests/reference/ after an intended change"
 	@echo "make bench      time and memory of every chapter, cold and warm builds, the tests, the report's"
 	@echo "                overhead, each against its budget (empties _build/)"
@@ -51,6 +52,11 @@ browser: book
 	$(BIN)/python -m pytest tests/test_browser.py
 
 test: unit nbval book browser
+
+# Sphinx's linkcheck builder on the book's external links (online; .github/workflows/weekly.yml)
+linkcheck: $(STAMP)
+	$(BIN)/python tools/chapters.py cache-guard
+	$(BIN)/jupyter-book build . --builder linkcheck
 
 reference: $(STAMP)
 	$(TEST_ENV) $(BIN)/python tools/chapters.py reference $(CHAPTERS)
