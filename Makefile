@@ -6,6 +6,8 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 JB     := $(BIN)/jupyter-book build . --warningiserror --keep-going
+# chapters `make book` executes at a time when the execution cache lacks them (tools/chapters.py execute)
+JOBS   ?= 2
 # nbval compares text outputs recorded on a CPU: run the chapters there for the comparison
 TEST_ENV := DEEPGRAD_DEVICE=cpu
 
@@ -31,6 +33,7 @@ $(STAMP): requirements.txt constraints.txt pyproject.toml tools/ipython_kernel_c
 
 book: $(STAMP)
 	$(BIN)/python tools/chapters.py cache-guard
+	$(BIN)/python tools/chapters.py execute --jobs $(JOBS)
 	$(JB)
 	@echo "The book is in _build/html/index.html"
 

@@ -3,6 +3,7 @@
     python tools/chapters.py reference [STEM ...]   execute chapters, record their outputs in tests/reference/
     python tools/chapters.py prepare [STEM ...]     build _build/nbval/: each reference with the current code
     python tools/chapters.py cache-guard             clear the execution cache if deepgrad or the pins changed
+    python tools/chapters.py execute [--jobs N]      execute the chapters the execution cache lacks, N at a time
 
 The nbval contract: tests/reference/<stem>.ipynb holds the text outputs a chapter produced when it
 was last recorded. `prepare` copies each reference and carries the chapter's *current* code into it
@@ -12,7 +13,11 @@ outputs: a chapter whose output changed fails until `make reference` records it 
 Each chapter is executed once per `make test`: nbval executes it, and `stage` (called by the nbval
 plugin in conftest.py when pytest runs with ``--stage-executions``) stores that execution in MyST-NB's
 execution cache under the key MyST-NB looks up, so the book build that follows finds every chapter
-there and executes none. `make book` alone still executes whatever the cache lacks.
+there and executes none. `make book` alone still executes whatever the cache lacks: `execute` first
+runs those chapters two at a time (each in its own kernel, exactly as MyST-NB would run it, and each
+kernel keeps PyTorch's usual number of threads, so the numbers are those of a sequential run) and
+caches them the way MyST-NB does; a chapter that fails there is left to the build, which executes it
+again and reports the error with its traceback.
 """
 
 from __future__ import annotations
@@ -109,6 +114,12 @@ def prepare(stems: list[str] | None = None) -> None:
     print(f"prepared {len(chapters)} chapter(s) for nbval in {NBVAL_DIR.relative_to(ROOT)}/")
 
 
+def _book_config() -> dict:
+    """The book's _config.yml (empty where there is none)."""
+    path = ROOT / "_config.yml"
+    return (yaml.safe_load(path.read_text()) if path.exists() else None) or {}
+
+
 def book_notebook(path: Path) -> nbformat.NotebookNode:
     """The chapter as the book build reads it: MyST-NB's own reader, with the book's MyST extensions.
 
@@ -118,9 +129,7 @@ def book_notebook(path: Path) -> nbformat.NotebookNode:
     from myst_nb.core.read import read_myst_markdown_notebook
     from myst_parser.config.main import MdParserConfig
 
-    book_config = ROOT / "_config.yml"
-    config = (yaml.safe_load(book_config.read_text()) if book_config.exists() else None) or {}
-    extensions = config.get("parse", {}).get("myst_enable_extensions", [])
+    extensions = _book_config().get("parse", {}).get("myst_enable_extensions", [])
     return read_myst_markdown_notebook(path.read_text(), config=MdParserConfig(enable_extensions=set(extensions)),
                                        add_source_map=True, path=path)
 
@@ -168,6 +177,76 @@ def stage(stem: str, outputs: list[list[dict]], seconds: float | None = None,
     return record.pk
 
 
+def _book_execution_settings() -> dict:
+    return _book_config().get("execute", {})
+
+
+def _execute_one(stem: str) -> tuple[str, str | None, float, str | None]:
+    """Execute chapters/<stem>.md as the build would; return (stem, notebook JSON or None, seconds, error)."""
+    from jupyter_cache.executors.utils import single_nb_execution
+
+    nb = book_notebook(CHAPTERS / f"{stem}.md")
+    settings = _book_execution_settings()
+    result = single_nb_execution(nb, cwd=str(CHAPTERS), timeout=settings.get("timeout", 30),
+                                 allow_errors=settings.get("allow_errors", False), meta_override=True)
+    if result.err is not None:
+        return stem, None, result.time, result.exc_string
+    return stem, nbformat.writes(nb), result.time, None
+
+
+def uncached(cache_path: Path | None = None) -> list[str]:
+    """The notebook chapters for which MyST-NB's cache holds no execution of their current code."""
+    from jupyter_cache import get_cache
+
+    cache = get_cache(str(cache_path or EXECUTION_CACHE))
+    missing = []
+    for stem, path in notebook_chapters().items():
+        try:
+            cache.match_cache_notebook(book_notebook(path))
+        except KeyError:
+            missing.append(stem)
+    return missing
+
+
+def execute(jobs: int = 2, cache_path: Path | None = None) -> list[str]:
+    """Execute the chapters the cache lacks, ``jobs`` at a time; cache each success as MyST-NB does.
+
+    MyST-NB executes one chapter at a time while Sphinx reads them; this runs the same executor
+    (jupyter-cache's ``single_nb_execution``, the chapter's folder as working directory, the book's
+    timeout) in ``jobs`` worker processes first. Returns the chapters it cached.
+    """
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor, as_completed
+
+    from jupyter_cache import get_cache
+    from jupyter_cache.base import CacheBundleIn
+
+    if not isinstance(jobs, int) or isinstance(jobs, bool):
+        raise TypeError(f"jobs must be an int, got {type(jobs).__name__}")
+    if jobs < 1:
+        raise ValueError(f"jobs must be at least 1, got {jobs}")
+    pending = uncached(cache_path)
+    if not pending:
+        return []
+    cache = get_cache(str(cache_path or EXECUTION_CACHE))
+    print(f"executing {len(pending)} chapter(s), {jobs} at a time: {', '.join(pending)}", flush=True)
+    cached = []
+    # forked workers: each inherits this process's settings and drives its own kernel process
+    with ProcessPoolExecutor(min(jobs, len(pending)), mp_context=multiprocessing.get_context("fork")) as pool:
+        for future in as_completed([pool.submit(_execute_one, stem) for stem in pending]):
+            stem, text, seconds, error = future.result()
+            if text is None:
+                print(f"chapters/{stem}.md failed after {seconds:.0f} s; the book build will run it again "
+                      f"and report the error:\n{error}", flush=True)
+                continue
+            bundle = CacheBundleIn(nbformat.reads(text, as_version=4), str(CHAPTERS / f"{stem}.md"),
+                                   data={"execution_seconds": seconds})
+            cache.cache_notebook_bundle(bundle, check_validity=False, overwrite=True)
+            print(f"executed chapters/{stem}.md in {seconds:.1f} s", flush=True)
+            cached.append(stem)
+    return cached
+
+
 def _library_hash() -> str:
     digest = hashlib.sha256()
     files = sorted((ROOT / "lib").rglob("*.py")) + [ROOT / "requirements.txt", ROOT / "constraints.txt"]
@@ -198,5 +277,7 @@ if __name__ == "__main__":
         prepare(args)
     elif command == "cache-guard":
         cache_guard()
+    elif command == "execute":
+        execute(int(args[args.index("--jobs") + 1]) if "--jobs" in args else 2)
     else:
         sys.exit(__doc__)
