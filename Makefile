@@ -6,7 +6,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 JB     := $(BIN)/jupyter-book build . --warningiserror --keep-going
-# chapters `make book` executes at a time when the execution cache lacks them (tools/chapters.py execute)
+# chapters executed at a time: by nbval, and by `make book` for what the execution cache lacks
 JOBS   ?= 2
 # nbval compares text outputs recorded on a CPU: run the chapters there for the comparison
 TEST_ENV := DEEPGRAD_DEVICE=cpu
@@ -41,13 +41,13 @@ unit: $(STAMP)
 	$(BIN)/ruff check lib tests tools _ext conftest.py
 	$(TEST_ENV) $(BIN)/python -m pytest tests --ignore=tests/test_browser.py
 
-# nbval executes every chapter and stores each execution in MyST-NB's cache (--stage-executions,
-# conftest.py), so the `book` step of `make test` executes nothing: each chapter runs once per test.
-# cache-guard first: it must not empty the cache after the executions are staged.
+# nbval executes every chapter, $(JOBS) chapters at a time, and stores each execution in MyST-NB's
+# cache (--stage-executions, conftest.py), so the `book` step of `make test` executes nothing: each
+# chapter runs once per test. cache-guard first: it must not empty the cache after the staging.
 nbval: $(STAMP)
 	$(BIN)/python tools/chapters.py cache-guard
 	$(BIN)/python tools/chapters.py prepare
-	$(TEST_ENV) $(BIN)/python -m pytest --nbval _build/nbval --nbval-current-env \
+	$(TEST_ENV) $(BIN)/python tools/chapters.py nbval --jobs $(JOBS) --nbval-current-env \
 	    --nbval-sanitize-with tests/sanitize.cfg --nbval-cell-timeout=120 --stage-executions
 
 # The built book in a real browser (tests/test_browser.py): run after `book`; screenshots in _build/screenshots/

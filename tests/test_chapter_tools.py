@@ -267,3 +267,14 @@ def test_execute_runs_what_the_cache_lacks_in_parallel_and_the_build_then_execut
         tool.execute(jobs=0)
     with pytest.raises(TypeError, match="jobs must be an int, got str"):
         tool.execute(jobs="2")
+
+
+def test_split_balances_the_chapters_over_the_processes_and_keeps_their_order():
+    weights = {"a": 10.0, "b": 50.0, "c": 30.0, "d": 25.0, "e": 5.0}
+    groups = tool.split(weights, 2)
+    assert sorted(s for group in groups for s in group) == sorted(weights)   # each chapter exactly once
+    loads = sorted(sum(weights[s] for s in group) for group in groups)
+    assert loads == [60.0, 60.0]
+    assert all(group == sorted(group) for group in groups)                    # chapter order kept
+    assert tool.split(weights, 1) == [list(weights)]
+    assert tool.split({"a": 1.0}, 4) == [["a"]]                               # no empty process

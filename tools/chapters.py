@@ -4,6 +4,7 @@
     python tools/chapters.py prepare [STEM ...]     build _build/nbval/: each reference with the current code
     python tools/chapters.py cache-guard             clear the execution cache if deepgrad or the pins changed
     python tools/chapters.py execute [--jobs N]      execute the chapters the execution cache lacks, N at a time
+    python tools/chapters.py nbval [--jobs N] [PYTEST OPTIONS]   nbval on _build/nbval/ in N pytest processes
 
 The nbval contract: tests/reference/<stem>.ipynb holds the text outputs a chapter produced when it
 was last recorded. `prepare` copies each reference and carries the chapter's *current* code into it
@@ -247,6 +248,58 @@ def execute(jobs: int = 2, cache_path: Path | None = None) -> list[str]:
     return cached
 
 
+def _expected_seconds(stem: str, cache) -> float:
+    """How long a chapter took last time (from the execution cache), else its number of code cells."""
+    try:
+        record = cache.match_cache_notebook(book_notebook(CHAPTERS / f"{stem}.md"))
+        return float(record.data.get("execution_seconds") or 0) or 1.0
+    except KeyError:
+        recorded = nbformat.read(NBVAL_DIR / f"{stem}.ipynb", as_version=4)
+        return float(sum(cell.cell_type == "code" for cell in recorded.cells))
+
+
+def split(weights: dict[str, float], jobs: int) -> list[list[str]]:
+    """Longest first, each to the least loaded of ``jobs`` groups; groups keep chapter order inside."""
+    groups: list[list[str]] = [[] for _ in range(min(jobs, len(weights)) or 1)]
+    loads = [0.0] * len(groups)
+    for stem in sorted(weights, key=lambda s: -weights[s]):
+        index = loads.index(min(loads))
+        groups[index].append(stem)
+        loads[index] += weights[stem]
+    order = list(weights)
+    return [sorted(group, key=order.index) for group in groups if group]
+
+
+def nbval(jobs: int, options: list[str]) -> int:
+    """Run nbval on the prepared chapters in ``jobs`` pytest processes; return the worst exit status.
+
+    Each process runs its chapters one after the other, each in a fresh kernel with PyTorch's usual
+    number of threads (two kernels at once share the cores; the numbers are those of a sequential
+    run). Their outputs are printed group by group once all have finished.
+    """
+    import subprocess
+
+    from jupyter_cache import get_cache
+
+    cache = get_cache(str(EXECUTION_CACHE))  # created here, before the processes stage into it
+    stems = [p.stem for p in sorted(NBVAL_DIR.glob("*.ipynb"))]
+    groups = split({stem: _expected_seconds(stem, cache) for stem in stems}, jobs)
+    print(f"nbval on {len(stems)} chapter(s) in {len(groups)} process(es): "
+          + "; ".join(", ".join(group) for group in groups), flush=True)
+    running = []
+    for index, group in enumerate(groups):
+        log = NBVAL_DIR / f"pytest-{index}.log"
+        command = [sys.executable, "-m", "pytest", "--nbval", *[str(NBVAL_DIR / f"{s}.ipynb") for s in group],
+                   "-o", f"cache_dir={ROOT / '_build' / '.pytest_cache' / f'nbval-{index}'}", *options]
+        with log.open("w") as out:
+            running.append((log, subprocess.Popen(command, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT)))
+    statuses = []
+    for log, process in running:
+        statuses.append(process.wait())
+        print(log.read_text(), flush=True)
+    return max(statuses, default=0)
+
+
 def _library_hash() -> str:
     digest = hashlib.sha256()
     files = sorted((ROOT / "lib").rglob("*.py")) + [ROOT / "requirements.txt", ROOT / "constraints.txt"]
@@ -277,7 +330,13 @@ if __name__ == "__main__":
         prepare(args)
     elif command == "cache-guard":
         cache_guard()
-    elif command == "execute":
-        execute(int(args[args.index("--jobs") + 1]) if "--jobs" in args else 2)
+    elif command in ("execute", "nbval"):
+        jobs = 2
+        if args[:1] == ["--jobs"]:
+            jobs, args = int(args[1]), args[2:]
+        if command == "execute":
+            execute(jobs)
+        else:
+            sys.exit(nbval(jobs, args))
     else:
         sys.exit(__doc__)
