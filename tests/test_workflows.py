@@ -159,6 +159,8 @@ def test_weekly_workflow_builds_cold_checks_links_and_opens_an_issue_on_failure(
     job = workflow["jobs"]["build"]
     lines = _run_lines(job)
     assert lines.index("make clean") < lines.index("make book") < lines.index("make linkcheck")
+    set_repository = next(i for i, line in enumerate(lines) if line.startswith("python3 tools/publish.py set-repo"))
+    assert set_repository < lines.index("make linkcheck"), "linkcheck would report the OWNER/REPO placeholder"
     cached = [s["with"]["path"] for s in job["steps"] if s.get("uses", "").startswith("actions/cache@")]
     assert not any(".jupyter_cache" in path for path in cached), "the weekly build must execute every chapter"
     assert job["permissions"]["issues"] == "write"
