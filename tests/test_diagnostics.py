@@ -165,7 +165,7 @@ def test_update_ratio_over_several_steps_uses_consecutive_weights():
     x, y = _digits_batch()
     opt = torch.optim.SGD(model.parameters(), lr=0.5)
     ratios = []
-    with diagnostics.GradientReport(model) as report:
+    with diagnostics.GradientReport(model, every=1) as report:
         for _ in range(3):
             w = model.output.weight.detach().clone()
             opt.zero_grad()
