@@ -461,7 +461,7 @@ def test_sampling_records_every_kth_step_and_says_so():
     assert report.steps == 25 and report.recorded_steps == [1, 11, 21]
     assert [len(t) for t in report.trace("output_grad_rms")] == [3, 3, 3]
     assert [len(t) for t in report.trace("update_ratio")] == [3, 3, 3]
-    assert "statistics from every 10th step (3 steps)" in str(report)
+    assert "statistics every 10 steps (3 recorded)" in str(report)
     assert "steps watched: 25\n" in str(_watch(model, steps=25, every=1))
     with pytest.raises(ValueError, match="every must be an int >= 1"):
         diagnostics.GradientReport(model, every=0)
