@@ -88,8 +88,11 @@ def measure(width: int = 64, depth: int = 3, batch: int = 64, rounds: int = 300,
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=300)
-    parser.add_argument("--wide-rounds", type=int, default=20, help="rounds at width 1024")
+    parser.add_argument("--wide-rounds", type=int, default=12, help="rounds at width 1024")
+    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
     args = parser.parse_args()
+    if args.threads is not None:
+        torch.set_num_threads(args.threads)
     book = measure(rounds=args.rounds)
     print(f"GradientReport overhead (width 64, depth 3, batch 64, statistics every {book['every']} steps): "
           f"{book['ratio']:.2f}x a plain step (budget {BUDGET:.2f}x: "

@@ -527,7 +527,7 @@ class GradientReport:
     twice in one forward pass, as with shared weights, still counts once). Every step is counted,
     but the per-layer statistics are recorded only at every ``every``-th step (steps 1, 1 + every,
     1 + 2·every, ...), which keeps the report's cost within 10 % of a plain training step at the
-    book's sizes with the default ``every=20``; pass ``every=1`` to record every step. The table
+    book's sizes with the default ``every=25``; pass ``every=1`` to record every step. The table
     says which steps it summarises.
 
     Two gradients are measured per layer, because they can disagree (Glorot & Bengio, 2010): the
@@ -551,7 +551,7 @@ class GradientReport:
 
     def __init__(self, model: nn.Module, *, select: Callable[[str, nn.Module], bool] | None = None,
                  vanishing_below: float = VANISHING_BELOW, exploding_above: float = EXPLODING_ABOVE,
-                 saturation: float = SATURATION, every: int = 20):
+                 saturation: float = SATURATION, every: int = 25):
         if not isinstance(model, nn.Module):
             raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
         if select is not None and not callable(select):
