@@ -519,3 +519,16 @@ def test_vocabulary_functions_against_direct_computations():
     with pytest.raises(ValueError, match="activation must be one of"):
         diagnostics.saturated_fraction(a, nn.ReLU)
     assert diagnostics.dead_fraction(torch.tensor([True, False, False, True])) == 0.5
+
+
+def test_report_overhead_tool_measures_a_ratio():
+    import importlib.util
+    import pathlib
+
+    path = pathlib.Path(__file__).parents[1] / "tools" / "report_overhead.py"
+    spec = importlib.util.spec_from_file_location("report_overhead", path)
+    tool = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(tool)
+    result = tool.measure(width=8, rounds=3, warmup=1, every=2)
+    assert result["every"] == 2 and result["rounds"] == 3 and result["budget"] == 1.10
+    assert result["ratio"] > 0 and result["within_budget"] == (result["ratio"] <= 1.10)
