@@ -100,10 +100,8 @@ SLOPES: dict[type, tuple[Callable[[Tensor], Tensor], float]] = {
     nn.Sigmoid: (lambda a: a * (1 - a), 0.25),
     nn.Tanh: (lambda a: 1 - a * a, 1.0),
 }
-_SATURATING = SLOPES  # old name
 #: Activations whose units can die (output exactly 0 for every input).
 RECTIFIERS = (nn.ReLU, nn.ReLU6)
-_RECTIFIERS = RECTIFIERS  # old name
 
 
 def saturated_fraction(output: Tensor, activation: type | nn.Module, threshold: float = SATURATION) -> Tensor:
@@ -399,7 +397,6 @@ def _median(values: list[float]) -> float:
     return ordered[mid] if len(ordered) % 2 else (ordered[mid - 1] + ordered[mid]) / 2
 
 
-_summary = _median  # old name
 
 
 def _ratio(a: float, b: float) -> float:
