@@ -381,8 +381,9 @@ class AMSGrad(Adam):
     """AMSGrad (Reddi, Kale & Kumar 2018): Adam whose denominator never shrinks.
 
     As :class:`Adam`, but divides by the running maximum ``v̄_t = max(v̄_{t-1}, v_t)`` of the second
-    average, ``w ← w - η m̂_t / (√(v̄_t / (1 - β₂^t)) + ε)``: the effective rate ``η / √v̄_t`` can
-    then only decrease, which repairs Adam's non-convergence on Reddi et al.'s example. This is
+    average, ``w ← w - η m̂_t / (√(v̄_t / (1 - β₂^t)) + ε)``: the denominator never shrinks (in the
+    paper, without bias correction, the effective rate ``η / √v̄_t`` can only decrease), which
+    repairs Adam's non-convergence on Reddi et al.'s example. This is
     PyTorch's ``Adam(amsgrad=True)``, which keeps the maximum of the *uncorrected* ``v_t`` and
     bias-corrects it with the current step's ``1 - β₂^t``.
     """
