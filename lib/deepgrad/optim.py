@@ -317,8 +317,9 @@ class AdamW(Adam):
         super().__init__(params, lr, betas, eps, weight_decay, bias_correction=bias_correction)
 
 
-#: The optimisers of this module by name, with their PyTorch counterparts.
-OPTIMIZERS: dict[str, tuple[type[torch.optim.Optimizer], type[torch.optim.Optimizer]]] = {
+#: The optimisers of this module by name, with their PyTorch counterparts (a class, or for AMSGrad
+#: a function building ``torch.optim.Adam(amsgrad=True)``).
+OPTIMIZERS: dict[str, tuple[type[torch.optim.Optimizer], Callable[..., torch.optim.Optimizer]]] = {
     "SGD": (SGD, torch.optim.SGD),
     "Adagrad": (Adagrad, torch.optim.Adagrad),
     "RMSprop": (RMSprop, torch.optim.RMSprop),
@@ -469,6 +470,11 @@ class Adamax(_Optimizer):
         p.addcdiv_(m, u, value=-lr / (1 - beta1 ** state["step"]))
 
 
-OPTIMIZERS["AMSGrad"] = (AMSGrad, lambda params, **kwargs: torch.optim.Adam(params, amsgrad=True, **kwargs))
+def _torch_amsgrad(params: Params, **kwargs: Any) -> torch.optim.Adam:
+    """PyTorch's AMSGrad: ``torch.optim.Adam(params, amsgrad=True, **kwargs)``."""
+    return torch.optim.Adam(params, amsgrad=True, **kwargs)
+
+
+OPTIMIZERS["AMSGrad"] = (AMSGrad, _torch_amsgrad)
 OPTIMIZERS["NAdam"] = (NAdam, torch.optim.NAdam)
 OPTIMIZERS["Adamax"] = (Adamax, torch.optim.Adamax)
