@@ -148,7 +148,7 @@ def diagnose(recipe: Recipe, data: Dataset, *, depth: int, width: int, steps: in
     positive_int("steps", steps)
     model = build(recipe, data, depth=depth, width=width, seed=seed)
     generator = torch.Generator().manual_seed(seed)
-    with GradientReport(model) as report:
+    with GradientReport(model, every=1) as report:
         fit(model, data, optimizer(recipe, model), steps=steps, batch_size=batch_size, eval_every=steps,
             generator=generator, max_grad_norm=recipe.clip)
     return report
