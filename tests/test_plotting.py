@@ -83,3 +83,10 @@ def test_scientific_non_finite_and_bad_digits():
     assert plotting.scientific(math.inf) == "inf" and plotting.scientific(math.nan) == "nan"
     with pytest.raises(ValueError, match="digits must be an int >= 1, got 0"):
         plotting.scientific(1.0, digits=0)
+
+
+def test_no_series_is_drawn_in_yellow_on_white():
+    """Okabe-Ito yellow (#F0E442) is nearly invisible on a white page: no role colour may use it."""
+    from deepgrad.plotting import _ROLE_COLORS
+
+    assert "#F0E442" not in {c.upper() for c in _ROLE_COLORS.values()}

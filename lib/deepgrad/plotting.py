@@ -33,7 +33,8 @@ PALETTE = {
     "vermillion": "#D55E00",
     "sky": "#56B4E9",
     "purple": "#CC79A7",
-    "yellow": "#F0E442",
+    "yellow": "#F0E442",  # Okabe-Ito yellow: nearly invisible on white, so no series uses it
+    "gold": "#A88B00",    # a dark gold that reads on white, in yellow's place
     "black": "#000000",
 }
 
@@ -45,7 +46,7 @@ _ROLE_COLORS = {
     "elu": PALETTE["green"],
     "selu": PALETTE["purple"],
     "silu": PALETTE["black"],
-    "gelu": PALETTE["yellow"],
+    "gelu": PALETTE["gold"],
     "identity": "#777777",
     "healthy": PALETTE["green"],
     "sick": PALETTE["vermillion"],
