@@ -6,17 +6,21 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 JB     := $(BIN)/jupyter-book build . --warningiserror --keep-going
+# chapters executed at a time: by nbval, and by `make book` for what the execution cache lacks
+JOBS   ?= 2
 # nbval compares text outputs recorded on a CPU: run the chapters there for the comparison
 TEST_ENV := DEEPGRAD_DEVICE=cpu
 
-.PHONY: book test unit nbval browser reference bench clean distclean help
+.PHONY: book test unit nbval browser linkcheck reference bench clean distclean help
 
 help:
 	@echo "make book       build the HTML book into _build/html (executes changed chapters)"
-	@echo "make test       lint and unit tests, nbval on every chapter, the book build (warnings are errors),"
-	@echo "                then every page of the built book checked in headless Chromium"
+	@echo "make test       lint and unit tests, nbval on every chapter, the book build (warnings are errors;"
+	@echo "                it reuses nbval's executions), then every page checked in headless Chromium"
+	@echo "make linkcheck  check every external link of the book (needs the internet; weekly on GitHub)"
 	@echo "make reference  re-record chapter outputs in tests/reference/ after an intended change"
-	@echo "make bench      time and memory of every chapter, cold and warm builds, the tests (empties _build/)"
+	@echo "make bench      time and memory of every chapter, cold and warm builds, the tests, the report's"
+	@echo "                overhead, each against its budget (empties _build/)"
 	@echo "make clean      remove _build/ (the next build re-executes every chapter)"
 	@echo "make distclean  also remove the virtual environment"
 
@@ -29,6 +33,7 @@ $(STAMP): requirements.txt constraints.txt pyproject.toml tools/ipython_kernel_c
 
 book: $(STAMP)
 	$(BIN)/python tools/chapters.py cache-guard
+	$(BIN)/python tools/chapters.py execute --jobs $(JOBS)
 	$(JB)
 	@echo "The book is in _build/html/index.html"
 
@@ -36,16 +41,25 @@ unit: $(STAMP)
 	$(BIN)/ruff check lib tests tools _ext conftest.py
 	$(TEST_ENV) $(BIN)/python -m pytest tests --ignore=tests/test_browser.py
 
+# nbval executes every chapter, $(JOBS) chapters at a time, and stores each execution in MyST-NB's
+# cache (--stage-executions, conftest.py), so the `book` step of `make test` executes nothing: each
+# chapter runs once per test. cache-guard first: it must not empty the cache after the staging.
 nbval: $(STAMP)
+	$(BIN)/python tools/chapters.py cache-guard
 	$(BIN)/python tools/chapters.py prepare
-	$(TEST_ENV) $(BIN)/python -m pytest --nbval _build/nbval --nbval-current-env \
-	    --nbval-sanitize-with tests/sanitize.cfg --nbval-cell-timeout=120
+	$(TEST_ENV) $(BIN)/python tools/chapters.py nbval --jobs $(JOBS) --nbval-current-env \
+	    --nbval-sanitize-with tests/sanitize.cfg --nbval-cell-timeout=120 --stage-executions
 
 # The built book in a real browser (tests/test_browser.py): run after `book`; screenshots in _build/screenshots/
 browser: book
 	$(BIN)/python -m pytest tests/test_browser.py
 
 test: unit nbval book browser
+
+# Sphinx's linkcheck builder on the book's external links (online; .github/workflows/weekly.yml)
+linkcheck: $(STAMP)
+	$(BIN)/python tools/chapters.py cache-guard
+	$(BIN)/jupyter-book build . --builder linkcheck
 
 reference: $(STAMP)
 	$(TEST_ENV) $(BIN)/python tools/chapters.py reference $(CHAPTERS)

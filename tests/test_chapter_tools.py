@@ -1,6 +1,7 @@
 """The nbval contract's machinery (tools/chapters.py), on a throwaway chapter in a temporary tree."""
 
 import importlib.util
+import sys
 from pathlib import Path
 
 import nbformat
@@ -10,6 +11,7 @@ ROOT = Path(__file__).resolve().parent.parent
 _spec = importlib.util.spec_from_file_location("chapters_tool", ROOT / "tools" / "chapters.py")
 tool = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(tool)
+sys.modules.setdefault("chapters_tool", tool)  # `execute`'s worker processes find their function by module name
 
 HEADER = """---
 jupytext:
@@ -42,6 +44,7 @@ def tree(tmp_path, monkeypatch):
     monkeypatch.setattr(tool, "REFERENCE", tmp_path / "tests/reference")
     monkeypatch.setattr(tool, "NBVAL_DIR", tmp_path / "_build/nbval")
     monkeypatch.setattr(tool, "CACHE_STAMP", tmp_path / "_build/.deepgrad-hash")
+    monkeypatch.setattr(tool, "EXECUTION_CACHE", tmp_path / "_build/.jupyter_cache")
     monkeypatch.setattr(tool, "EXECUTION_STATE", [tmp_path / "_build/.jupyter_cache"])
     return tmp_path
 
@@ -141,13 +144,137 @@ def test_every_notebook_chapter_of_the_book_is_in_the_toc_and_has_a_reference():
         assert (ROOT / "tests/reference" / f"{stem}.ipynb").exists(), f"run `make reference CHAPTERS={stem}`"
 
 
-def test_bench_measures_a_chapter_in_a_fresh_kernel(tmp_path):
+def _bench():
     spec = importlib.util.spec_from_file_location("bench_tool", ROOT / "tools" / "bench.py")
     bench = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(bench)
+    return bench
+
+
+def test_bench_measures_a_chapter_in_a_fresh_kernel(tmp_path):
+    bench = _bench()
     chapter = tmp_path / "big.md"
     # a chapter that holds about 200 MiB for half a second: the sampler must see it
     chapter.write_text(HEADER.replace("print(CODE)", "import time\nblock = b\"x\" * (200 * 2**20)\ntime.sleep(0.5)"))
     seconds, mib = bench.run_chapter(chapter)
     assert seconds > 0.5
     assert mib > 200
+
+
+class _Log:
+    """Stands in for MyST-NB's document logger: keeps the messages."""
+
+    def __init__(self):
+        self.messages = []
+
+    def _keep(self, message, *args, **kwargs):
+        self.messages.append(str(message))
+
+    info = warning = error = debug = _keep
+
+
+def _build_lookup(tree):
+    """What the book build does with a chapter in `execute_notebooks: cache` mode: MyST-NB's reader,
+    then MyST-NB's cache client (which takes the cached execution, or executes and caches)."""
+    from myst_nb.core.config import NbParserConfig
+    from myst_nb.core.execute import create_client
+    from myst_nb.core.read import create_nb_reader
+    from myst_parser.config.main import MdParserConfig
+
+    path = tree / "chapters/ch.md"
+    text = path.read_text()
+    reader = create_nb_reader(str(path), MdParserConfig(), NbParserConfig(), text)
+    config = NbParserConfig(execution_mode="cache", execution_cache_path=str(tree / "_build/.jupyter_cache"))
+    log = _Log()
+    with create_client(reader.read(text), str(path), config, log, reader.read_fmt) as client:
+        return client.exec_metadata, client.notebook, log.messages
+
+
+TAGGED_CELL = """
+```{code-cell} ipython3
+:tags: [remove-cell]
+
+assert True
+```
+"""
+
+
+def test_a_staged_execution_is_what_the_book_build_finds_and_it_executes_nothing(tree):
+    _chapter(tree, "1")
+    (tree / "chapters/ch.md").write_text((tree / "chapters/ch.md").read_text() + TAGGED_CELL)
+    printed = "printed by the staged run, not by print(1)\n"
+    outputs = [[{"output_type": "stream", "name": "stdout", "text": printed}], []]
+    tool.stage("ch", outputs, seconds=12.5, sources=["print(1)", "assert True"])
+    metadata, notebook, messages = _build_lookup(tree)
+    assert any("Using cached notebook" in m for m in messages), messages
+    assert not any("Executing notebook" in m for m in messages), messages
+    assert metadata["runtime"] == 12.5 and metadata["succeeded"]   # the execution report shows nbval's run
+    code = [c for c in notebook.cells if c.cell_type == "code"]
+    assert code[0].outputs[0]["text"] == printed
+    assert code[1].metadata["tags"] == ["remove-cell"]
+    assert notebook.metadata["language_info"]["pygments_lexer"] == "ipython3"
+
+
+def test_a_chapter_changed_after_staging_is_not_found_in_the_cache(tree):
+    from jupyter_cache import get_cache
+
+    _chapter(tree, "1")
+    tool.stage("ch", [[]], sources=["print(1)"])
+    cache = get_cache(str(tree / "_build/.jupyter_cache"))
+    cache.match_cache_notebook(tool.book_notebook(tree / "chapters/ch.md"))  # found
+    _chapter(tree, "2")
+    with pytest.raises(KeyError):
+        cache.match_cache_notebook(tool.book_notebook(tree / "chapters/ch.md"))
+
+
+def test_stage_refuses_outputs_of_other_code(tree):
+    _chapter(tree, "1")
+    with pytest.raises(ValueError, match="sources: the executed code differs from chapters/ch.md"):
+        tool.stage("ch", [[]], sources=["print(2)"])
+    with pytest.raises(ValueError, match="outputs: chapters/ch.md has 1 code cells, got outputs for 2"):
+        tool.stage("ch", [[], []])
+    assert not (tree / "_build/.jupyter_cache").exists()
+
+
+def test_bench_prints_the_report_overhead_against_its_budget_or_says_it_was_not_measured(tmp_path, capsys,
+                                                                                         monkeypatch):
+    bench = _bench()
+    monkeypatch.setattr(bench, "ROOT", tmp_path)
+    bench.print_overhead(tmp_path / "tools" / "report_overhead.py")
+    assert "| not measured: tools/report_overhead.py is absent | 1.10 | - |" in capsys.readouterr().out
+    tool = tmp_path / "report_overhead.py"
+    tool.write_text("def measure():\n    return {'ratio': 1.234, 'budget': 1.10, 'width': 64}\n")
+    bench.print_overhead(tool)
+    assert "| gradient report overhead (x plain step) | 1.23 | 1.10 | **no** |" in capsys.readouterr().out
+    tool.write_text("def measure():\n    return {'ratio': 1.05, 'budget': 1.10}\n")
+    bench.print_overhead(tool)
+    assert "| 1.05 | 1.10 | yes |" in capsys.readouterr().out
+
+
+def test_execute_runs_what_the_cache_lacks_in_parallel_and_the_build_then_executes_nothing(tree):
+    _chapter(tree, "6 * 7")
+    (tree / "chapters/broken.md").write_text(HEADER.replace("print(CODE)", "raise RuntimeError('broken')"))
+    assert tool.uncached() == ["broken", "ch"]
+    assert tool.execute(jobs=2) == ["ch"]             # the broken chapter is left to the build
+    assert tool.uncached() == ["broken"]
+    metadata, notebook, messages = _build_lookup(tree)
+    assert any("Using cached notebook" in m for m in messages), messages
+    assert [c for c in notebook.cells if c.cell_type == "code"][0].outputs[0]["text"] == "42\n"
+    assert metadata["runtime"] > 0
+    (tree / "chapters/broken.md").unlink()
+    assert tool.execute(jobs=2) == []                 # nothing left to execute
+    with pytest.raises(ValueError, match="jobs must be at least 1, got 0"):
+        tool.execute(jobs=0)
+    with pytest.raises(TypeError, match="jobs must be an int, got str"):
+        tool.execute(jobs="2")
+
+
+def test_split_balances_the_chapters_over_the_processes_and_keeps_their_order():
+    weights = {"a": 10.0, "b": 50.0, "c": 30.0, "d": 25.0, "e": 5.0}
+    groups = tool.split(weights, 2)
+    assert sorted(s for group in groups for s in group) == sorted(weights)   # each chapter exactly once
+    loads = sorted(sum(weights[s] for s in group) for group in groups)
+    assert loads == [60.0, 60.0]
+    assert all(group == sorted(group) for group in groups)                    # chapter order kept
+    assert tool.split(weights, 1) == [list(weights)]
+    assert tool.split({"a": 1.0}, 4) == [["a"]]                               # no empty process

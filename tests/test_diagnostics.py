@@ -165,7 +165,7 @@ def test_update_ratio_over_several_steps_uses_consecutive_weights():
     x, y = _digits_batch()
     opt = torch.optim.SGD(model.parameters(), lr=0.5)
     ratios = []
-    with diagnostics.GradientReport(model) as report:
+    with diagnostics.GradientReport(model, every=1) as report:
         for _ in range(3):
             w = model.output.weight.detach().clone()
             opt.zero_grad()
@@ -370,3 +370,165 @@ def test_vanishing_headline_names_the_layers(layer, headline):
 
     assert Verdict("vanishing", layer, "evidence").headline == headline
     assert Verdict("healthy", None, "evidence").headline == "healthy"
+
+
+# --------------------------------------------------------------------------------------------
+# Defects found on models the first tests never used (issue 15), and the vocabulary
+# --------------------------------------------------------------------------------------------
+
+def _frozen_middle():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(64, 32), nn.ReLU(), nn.Linear(32, 32), nn.ReLU(), nn.Linear(32, 10))
+    for p in model[2].parameters():
+        p.requires_grad_(False)
+    return model
+
+
+def test_frozen_layers_are_reported_without_weight_gradient_and_do_not_fool_the_verdict():
+    model = _frozen_middle()
+    report = _watch(model, steps=3, every=1)  # raised "cannot register a hook" before
+    rows = report.layers
+    assert report.steps == 3 and [r.trainable for r in rows] == [True, False, True]
+    frozen = rows[1]
+    assert math.isnan(frozen.weight_grad_norm) and math.isnan(frozen.update_ratio)
+    assert math.isfinite(frozen.output_grad_rms) and frozen.output_grad_rms > 0  # δ still flows through it
+    assert frozen.finite and report.verdict.kind == "healthy", str(report)
+    assert "      -" in report.table().splitlines()[2]
+
+
+def test_a_frozen_first_layer_has_no_delta_and_the_verdict_stays_right():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(64, 32), nn.ReLU(), nn.Linear(32, 32), nn.ReLU(), nn.Linear(32, 10))
+    model[0].requires_grad_(False)
+    report = _watch(model, steps=2, every=1)
+    first = report.layers[0]
+    assert math.isnan(first.output_grad_rms) and math.isnan(first.weight_grad_norm)
+    assert report.verdict.kind == "healthy", str(report)
+    assert "nan" not in str(report.verdict)
+
+
+def test_shared_weights_count_each_step_once():
+    torch.manual_seed(0)
+    lin = nn.Linear(6, 6)
+    model = nn.Sequential(lin, nn.Tanh(), lin)
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    x = torch.randn(16, 6)
+    ratios = []
+    with diagnostics.GradientReport(model, every=1) as report:
+        for _ in range(4):
+            w = lin.weight.detach().clone()
+            opt.zero_grad()
+            model(x).pow(2).mean().backward()
+            opt.step()
+            ratios.append(((lin.weight.detach() - w).norm() / w.norm()).item())
+    assert report.steps == 4
+    (row,) = report.layers
+    assert report.trace("update_ratio")[0] == pytest.approx(ratios, rel=1e-5)  # no 0, r, 0, r
+    # δ's RMS pools both calls: √((‖δ₁‖² + ‖δ₂‖²) / (n₁ + n₂)), checked on a fresh pass
+    lin.zero_grad()
+    h = lin(x)
+    h.retain_grad()
+    out = lin(torch.tanh(h))
+    out.retain_grad()
+    out.pow(2).mean().backward()
+    with diagnostics.GradientReport(model, every=1) as again:
+        model(x).pow(2).mean().backward()
+    expected = math.sqrt((h.grad.norm() ** 2 + out.grad.norm() ** 2).item() / (2 * h.numel()))
+    assert again.layers[0].output_grad_rms == pytest.approx(expected, rel=1e-5)
+    assert again.layers[0].output_std == pytest.approx(torch.cat([h, out]).std().item(), rel=1e-5)
+
+
+def test_dead_units_are_counted_over_the_last_axis():
+    lin = nn.Linear(3, 6)
+    with torch.no_grad():
+        lin.weight.zero_()
+        lin.bias.copy_(torch.tensor([1.0, -1.0, 1.0, -1.0, 1.0, 1.0]))  # units 1 and 3 dead
+        lin.weight[0] = 1.0
+    model = nn.Sequential(lin, nn.ReLU(), nn.Linear(6, 2))
+    with diagnostics.GradientReport(model) as report:
+        model(torch.randn(4, 5, 3)).sum().backward()  # (batch, time, features)
+    assert report.layers[0].dead == pytest.approx(2 / 6)
+    assert diagnostics.active_units(torch.relu(torch.tensor([[[1.0, 0.0], [0.0, 0.0]]]))).tolist() == [True, False]
+    conv = torch.zeros(2, 3, 4, 4)
+    conv[:, 0] = 1.0  # channels at dim 1: only channel 0 ever fires
+    assert diagnostics.active_units(conv, unit_dim=1).tolist() == [True, False, False]
+
+
+def test_sampling_records_every_kth_step_and_says_so():
+    torch.manual_seed(0)
+    model = dg.models.MLP(64, 10, width=8, depth=2)
+    report = _watch(model, steps=25, every=10)
+    assert report.steps == 25 and report.recorded_steps == [1, 11, 21]
+    assert [len(t) for t in report.trace("output_grad_rms")] == [3, 3, 3]
+    assert [len(t) for t in report.trace("update_ratio")] == [3, 3, 3]
+    assert "statistics every 10 steps (3 recorded)" in str(report)
+    assert "steps watched: 25\n" in str(_watch(model, steps=25, every=1))
+    with pytest.raises(ValueError, match="every must be an int >= 1"):
+        diagnostics.GradientReport(model, every=0)
+    with pytest.raises(TypeError, match="every must be an int"):
+        diagnostics.GradientReport(model, every=2.0)
+
+
+def test_sampled_statistics_equal_the_full_records_at_the_same_steps():
+    def run(every):
+        torch.manual_seed(0)
+        return _watch(dg.models.MLP(64, 10, width=8, depth=2, activation="tanh"), steps=7, every=every)
+
+    full, sampled = run(1), run(3)
+    for stat in ("output_grad_rms", "weight_grad_norm", "update_ratio", "saturated", "output_std"):
+        assert sampled.trace(stat) == [t[::3] for t in full.trace(stat)], stat
+
+
+def _row(index, rel, *, trainable=True, finite=True, update=0.01, wgrad=1.0):
+    return diagnostics.LayerHealth(index=index, name=str(index), weight_grad_norm=wgrad if trainable else math.nan,
+                                   output_grad_rms=rel, relative_grad=rel,
+                                   update_ratio=update if trainable else math.nan, output_mean=0.0,
+                                   output_std=1.0, activation=None, saturated=math.nan, dead=math.nan,
+                                   finite=finite, trainable=trainable)
+
+
+def test_verdict_is_a_function_of_the_rows():
+    v = diagnostics.verdict_from_rows
+    assert v([], 0).kind == "no data"
+    assert v([_row(1, 0.5), _row(2, 1.0), _row(3, 2.0)], 2).kind == "healthy"
+    low = v([_row(1, 1e-4), _row(2, 5e-3), _row(3, 0.5), _row(4, 1.0), _row(5, 3.0)], 4)
+    assert (low.kind, low.layer, low.headline) == ("vanishing", 2, "vanishing at layer 2 and below")
+    assert "threshold 0.01" in low.evidence and "at layer 1 is 1.0e-04× layer 4's" in low.evidence
+    assert v([_row(1, 1e3), _row(2, 1.0), _row(3, 1.0)], 2).kind == "exploding"
+    assert v([_row(1, 1.0), _row(2, 1.0, update=2.0), _row(3, 1.0)], 2).kind == "exploding"
+    assert v([_row(1, 1.0, finite=False), _row(2, 1.0), _row(3, 1.0)], 2).kind == "exploding"
+    frozen = v([_row(1, math.nan, trainable=False), _row(2, 1.0), _row(3, 1.0)], 2)
+    assert frozen.kind == "healthy" and "nan" not in frozen.evidence
+    assert v([_row(1, 5e-3), _row(2, 1.0), _row(3, 1.0)], 2, vanishing_below=1e-3).kind == "healthy"
+    assert diagnostics.VANISHING_BELOW == 1e-2 and diagnostics.EXPLODING_ABOVE == 1e2
+
+
+def test_vocabulary_functions_against_direct_computations():
+    g = torch.randn(7, 5)
+    assert diagnostics.delta_rms(g).item() == pytest.approx(math.sqrt((g.double() ** 2).mean().item()))
+    assert diagnostics.per_layer_factors([1.0, 4.0, 2.0]) == [0.25, 2.0]
+    assert diagnostics.reference_layer(5) == 4 and diagnostics.reference_layer(2) == 2
+    lin = nn.Linear(3, 2)
+    assert math.isnan(diagnostics.weight_gradient_norm(lin))
+    lin(torch.randn(4, 3)).sum().backward()
+    assert diagnostics.weight_gradient_norm(lin) == pytest.approx(lin.weight.grad.norm().item(), rel=1e-6)
+    a = torch.tensor([0.5, 0.95, 0.99, -0.96])  # tanh outputs: slopes 0.75, 0.0975, 0.0199, 0.0784
+    assert diagnostics.saturated_fraction(a, nn.Tanh).item() == pytest.approx(0.75)
+    s = torch.tensor([0.5, 0.9, 0.99])  # sigmoid: slopes 0.25, 0.09, 0.0099 vs 0.1 × 0.25
+    assert diagnostics.saturated_fraction(s, nn.Sigmoid()).item() == pytest.approx(1 / 3)
+    with pytest.raises(ValueError, match="activation must be one of"):
+        diagnostics.saturated_fraction(a, nn.ReLU)
+    assert diagnostics.dead_fraction(torch.tensor([True, False, False, True])) == 0.5
+
+
+def test_report_overhead_tool_measures_a_ratio():
+    import importlib.util
+    import pathlib
+
+    path = pathlib.Path(__file__).parents[1] / "tools" / "report_overhead.py"
+    spec = importlib.util.spec_from_file_location("report_overhead", path)
+    tool = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(tool)
+    result = tool.measure(width=8, rounds=3, warmup=1, every=2)
+    assert result["every"] == 2 and result["rounds"] == 3 and result["budget"] == 1.10
+    assert result["ratio"] > 0 and result["within_budget"] == (result["ratio"] <= 1.10)

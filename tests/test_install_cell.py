@@ -21,7 +21,7 @@ from packaging.requirements import Requirement
 
 ROOT = Path(__file__).resolve().parent.parent
 
-#: The exact text of every chapter's first code cell (README, "Publishing"; /tmp/conventions.md).
+#: The exact text of every chapter's first code cell (README, "Publishing", quotes it).
 INSTALL_CELL = '''\
 # On Colab, or any Jupyter without the book's library: install deepgrad (does nothing otherwise).
 import importlib.util

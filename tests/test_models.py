@@ -110,3 +110,107 @@ def test_norm_factory_builds_each_hidden_layers_norm():
 def test_norm_factory_must_return_a_module():
     with pytest.raises(TypeError, match="norm, when callable, must return an nn.Module for 4 features, got int"):
         MLP(3, 2, width=4, norm=lambda c: c)
+
+
+# --- mlp_for: an MLP sized for a data set, seeded locally ---------------------------------------
+
+def _spirals(**kwargs):
+    from deepgrad.data import spirals
+    return spirals(20, classes=3, **kwargs)
+
+
+def _same_weights(a, b):
+    return all(torch.equal(p, q) for p, q in zip(a.parameters(), b.parameters(), strict=True))
+
+
+def test_mlp_for_takes_its_sizes_dtype_and_device_from_the_data():
+    from deepgrad.models import mlp_for
+    data = _spirals(dtype=torch.float64)
+    model = mlp_for(data, depth=2, width=5, activation="tanh", seed=0)
+    first, last = model.linear_layers()[0], model.linear_layers()[-1]
+    assert (first.in_features, last.out_features) == (2, 3)
+    assert model.depth == 2 and first.out_features == 5 and model.activation_name == "tanh"
+    assert first.weight.dtype == torch.float64 and first.weight.device == data.train.x.device
+    assert model(data.train.x).shape == (len(data.train), 3)
+    assert mlp_for(data, depth=1, seed=0, dtype=torch.float32).output.weight.dtype == torch.float32
+
+
+def test_mlp_for_seed_draws_as_manual_seed_and_leaves_the_global_rng_alone():
+    from deepgrad.models import mlp_for
+    data = _spirals()
+    torch.manual_seed(7)
+    reference = MLP(2, 3, width=6, depth=3, activation="relu")
+    torch.manual_seed(123)
+    before = torch.get_rng_state()
+    model = mlp_for(data, depth=3, width=6, seed=7)
+    assert torch.equal(torch.get_rng_state(), before)
+    assert _same_weights(model, reference)
+    assert _same_weights(mlp_for(data, depth=3, width=6, seed=7), model)
+    assert not _same_weights(mlp_for(data, depth=3, width=6, seed=8), model)
+
+
+def test_mlp_for_without_a_seed_draws_from_the_global_rng_like_mlp():
+    from deepgrad.models import mlp_for
+    data = _spirals()
+    torch.manual_seed(3)
+    reference = MLP(2, 3, width=6, depth=2)
+    after_reference = torch.get_rng_state()
+    torch.manual_seed(3)
+    model = mlp_for(data, depth=2, width=6)
+    assert _same_weights(model, reference)
+    assert torch.equal(torch.get_rng_state(), after_reference)
+
+
+def test_mlp_for_generator_supplies_the_draws_and_is_advanced():
+    from deepgrad.models import mlp_for
+    data = _spirals()
+    generator = torch.Generator().manual_seed(5)
+    before = torch.get_rng_state()
+    first = mlp_for(data, depth=2, width=4, seed=generator)
+    second = mlp_for(data, depth=2, width=4, seed=generator)
+    assert torch.equal(torch.get_rng_state(), before)
+    assert _same_weights(first, mlp_for(data, depth=2, width=4, seed=5))
+    assert not _same_weights(first, second)  # the generator moved on
+
+
+def test_mlp_for_applies_an_init_scheme_by_name_or_callable():
+    from deepgrad import init
+    from deepgrad.models import mlp_for
+    data = _spirals()
+    by_name = mlp_for(data, depth=2, width=4, init="zeros", seed=0)
+    assert all(torch.count_nonzero(p) == 0 for p in by_name.parameters())
+    by_callable = mlp_for(data, depth=2, width=4, init=init.for_linear("constant", value=0.5), seed=0)
+    assert all(torch.all(layer.weight == 0.5) for layer in by_callable.linear_layers())
+    torch.manual_seed(1)
+    he = MLP(2, 3, width=4, depth=2, init=init.for_linear("he_normal"))
+    assert _same_weights(mlp_for(data, depth=2, width=4, init="he_normal", seed=1), he)
+
+
+def test_mlp_for_passes_the_other_knobs_to_mlp():
+    from deepgrad.models import mlp_for
+    model = mlp_for(_spirals(), depth=3, width=4, norm="layer", residual=True, bias=False, seed=0)
+    assert all(isinstance(h.norm, nn.LayerNorm) for h in model.hidden)
+    assert [h.residual for h in model.hidden] == [False, True, True]
+    assert model.output.bias is None
+
+
+@pytest.mark.parametrize("kwargs, error, message", [
+    (dict(data=torch.zeros(3, 2)), TypeError, "data must be a deepgrad.data.Dataset"),
+    (dict(init=3), TypeError, "init must be None, a scheme name"),
+    (dict(init="kaiming"), ValueError, "scheme must be one of"),
+    (dict(seed=1.5), TypeError, "seed must be None, a non-negative int or a torch.Generator"),
+    (dict(seed=True), TypeError, "seed must be None"),
+    (dict(seed=-1), ValueError, "seed must be a non-negative int"),
+    (dict(dtype="float64"), TypeError, "dtype must be None or a floating-point torch.dtype"),
+    (dict(dtype=torch.int64), ValueError, "dtype must be a floating-point torch.dtype"),
+    (dict(depth=0), ValueError, "depth"),
+    (dict(activation="sigmoidal"), ValueError, "activation"),
+])
+def test_mlp_for_rejects_bad_arguments_by_name(kwargs, error, message):
+    from deepgrad.models import mlp_for
+    arguments = dict(data=_spirals(), depth=2, seed=0) | kwargs
+    data = arguments.pop("data")
+    before = torch.get_rng_state()
+    with pytest.raises(error, match=message):
+        mlp_for(data, **arguments)
+    assert torch.equal(torch.get_rng_state(), before)

@@ -514,3 +514,44 @@ def test_jacobian_of_the_normalised_column_matches_the_proofs_formula():
     s = (z.var(unbiased=False) + eps) ** -0.5
     formula = s * (torch.eye(n, dtype=f64) - 1 / n - torch.outer(x_hat, x_hat) / n)
     torch.testing.assert_close(jac, formula)
+
+
+# ---------------------------------------------------------------- double backward, composition
+
+
+def test_batch_norm_is_correct_under_double_backward():
+    torch.manual_seed(0)
+    x = torch.randn(6, 3, dtype=f64, requires_grad=True)
+    gamma, beta = torch.randn(3, dtype=f64, requires_grad=True), torch.randn(3, dtype=f64, requires_grad=True)
+    assert torch.autograd.gradgradcheck(lambda x, g, b: norm.batch_norm_train(x, g, b)[0], (x, gamma, beta))
+    # a gradient penalty through a small net, against nn.BatchNorm1d
+    grads = []
+    for layer in (BatchNorm(4).double(), nn.BatchNorm1d(4).double()):
+        torch.manual_seed(1)
+        net = nn.Sequential(nn.Linear(3, 4), layer, nn.Tanh(), nn.Linear(4, 1)).double()
+        inp = torch.randn(8, 3, dtype=f64, requires_grad=True)
+        (g,) = torch.autograd.grad(net(inp).pow(2).sum(), inp, create_graph=True)
+        g.pow(2).sum().backward()
+        grads.append([p.grad.clone() for p in net.parameters()])
+    for ours, theirs in zip(*grads, strict=True):
+        torch.testing.assert_close(ours, theirs, rtol=1e-9, atol=1e-10)
+
+
+def test_noisy_batch_norm_is_batch_norm_then_scale_shift_noise():
+    layer = NoisyBatchNorm(4, generator=torch.Generator().manual_seed(5), scale_noise=0.3, shift_noise=0.2)
+    assert isinstance(layer, BatchNorm) and isinstance(layer.noise, norm.ScaleShiftNoise)
+    assert (layer.scale_noise, layer.shift_noise) == (0.3, 0.2)
+    layer(torch.randn(5, 4))
+    assert layer.last_scale is layer.noise.last_scale and layer.last_shift is layer.noise.last_shift
+    assert set(layer.state_dict()) == set(nn.BatchNorm1d(4).state_dict())  # loads both ways still
+    assert not layer.eval().noise.training
+
+
+def test_only_the_recorder_registers_hooks():
+    import pathlib
+    import re
+
+    lib = pathlib.Path(norm.__file__).parent
+    hooks = re.compile(r"\.register_(forward_pre_|forward_|full_backward_|post_accumulate_grad_)?hook\(")
+    users = sorted(p.name for p in lib.glob("*.py") if hooks.search(p.read_text()))
+    assert users == ["diagnostics.py"]

@@ -21,6 +21,9 @@ SETTINGS = {
     "Adadelta": [dict(), dict(lr=0.5, rho=0.95, eps=1e-5)],
     "Adam": [dict(lr=0.01), dict(lr=0.02, betas=(0.8, 0.99), eps=1e-6)],
     "AdamW": [dict(lr=0.01), dict(lr=0.02, betas=(0.8, 0.99), weight_decay=0.1)],
+    "AMSGrad": [dict(lr=0.01), dict(lr=0.02, betas=(0.8, 0.99), eps=1e-6)],
+    "NAdam": [dict(), dict(lr=0.01, betas=(0.8, 0.99), eps=1e-6, momentum_decay=0.01)],
+    "Adamax": [dict(), dict(lr=0.01, betas=(0.8, 0.99), eps=1e-6)],
 }
 CASES = [(name, kw) for name, kws in SETTINGS.items() for kw in kws]
 
@@ -167,6 +170,9 @@ INVALID = [
     ("Adam", dict(lr=-1.0)), ("Adam", dict(eps=-1.0)), ("Adam", dict(betas=(1.0, 0.9))),
     ("Adam", dict(betas=(0.9, -0.1))), ("Adam", dict(weight_decay=-1.0)),
     ("AdamW", dict(lr=-1.0)), ("AdamW", dict(betas=(0.9, 1.0))), ("AdamW", dict(weight_decay=-1.0)),
+    ("AMSGrad", dict(lr=-1.0)), ("AMSGrad", dict(betas=(1.0, 0.9))),
+    ("NAdam", dict(lr=-1.0)), ("NAdam", dict(momentum_decay=-1.0)), ("NAdam", dict(betas=(0.9, 1.0))),
+    ("Adamax", dict(lr=-1.0)), ("Adamax", dict(eps=-1.0)), ("Adamax", dict(betas=(1.0, 0.9))),
 ]
 
 
@@ -422,3 +428,49 @@ def test_schedules_follow_the_one_rule_for_bad_arguments():
         schedules.step_lr(0, math.inf, 5)
     with pytest.raises(ValueError, match="gamma"):
         schedules.step_lr(0, 0.1, 5, gamma=math.nan)
+
+
+def _reddi_final_x(make_optimizer, steps=3000, C=3.0):
+    """Reddi, Kale & Kumar (2018), theorem 1: f_t(x) = C x when t = 1 mod 3, else -x, on [-1, 1],
+    with rate 1/sqrt(t). The best fixed point is x = -1 (average loss (C - 2) x / 3)."""
+    x = torch.zeros(1, dtype=torch.float64, requires_grad=True)
+    opt = make_optimizer([x])
+    for t in range(1, steps + 1):
+        opt.param_groups[0]["lr"] = 0.5 / math.sqrt(t)
+        opt.zero_grad()
+        (C * x if t % 3 == 1 else -x).sum().backward()
+        opt.step()
+        with torch.no_grad():
+            x.clamp_(-1.0, 1.0)
+    return x.item()
+
+
+def test_amsgrad_repairs_adams_non_convergence_on_reddis_example():
+    betas = (0.0, 1 / (1 + 3.0**2))
+    adam = _reddi_final_x(lambda p: optim.Adam(p, betas=betas))
+    amsgrad = _reddi_final_x(lambda p: optim.AMSGrad(p, betas=betas))
+    assert adam > 0.9        # Adam drifts to the worst point, x = +1
+    assert amsgrad < -0.9    # AMSGrad finds the best one, x = -1
+
+
+def test_amsgrad_denominator_never_shrinks():
+    w = torch.zeros(3, dtype=torch.float64, requires_grad=True)
+    opt = optim.AMSGrad([w], lr=0.01, betas=(0.9, 0.9))
+    previous = torch.zeros(3, dtype=torch.float64)
+    for scale in (10.0, 1.0, 0.1, 5.0, 0.01):
+        opt.zero_grad()
+        (scale * w.sum() + (w ** 2).sum()).backward()
+        opt.step()
+        current = opt.state[w]["max_exp_avg_sq"].clone()
+        assert (current >= previous).all() and (current >= opt.state[w]["exp_avg_sq"]).all()
+        previous = current
+
+
+def test_adamax_first_step_is_lr_in_every_coordinate():
+    """u_1 = |g_1| + eps and m_1 / (1 - beta1) = g_1: the first step is lr sign(g) (up to eps)."""
+    w0 = torch.tensor([1e-3, -2.0, 50.0], dtype=torch.float64)
+    w = w0.clone().requires_grad_()
+    opt = optim.Adamax([w], lr=0.1, eps=0.0)
+    (w ** 3 / 3).sum().backward()          # gradient w^2 > 0
+    opt.step()
+    torch.testing.assert_close(w.detach(), w0 - 0.1, rtol=0, atol=1e-15)

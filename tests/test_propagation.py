@@ -419,3 +419,15 @@ def test_propagate_leaves_the_weights_alone_and_takes_non_square_layers():
 def test_propagate_argument_errors(call, message):
     with pytest.raises(ValueError, match=message):
         call()
+
+
+def test_saturation_threshold_default_is_the_books_one_definition():
+    from deepgrad.diagnostics import SATURATION, saturated_fraction
+
+    assert SATURATION == 0.1
+    z = propagation.saturation_threshold("sigmoid")
+    assert z == propagation.saturation_threshold("sigmoid", SATURATION)
+    # just inside and just outside the threshold, the diagnostics' definition agrees
+    inside, outside = torch.sigmoid(torch.tensor([z - 1e-3])), torch.sigmoid(torch.tensor([z + 1e-3]))
+    assert saturated_fraction(inside, torch.nn.Sigmoid).item() == 0.0
+    assert saturated_fraction(outside, torch.nn.Sigmoid).item() == 1.0

@@ -160,7 +160,8 @@ def test_recurrence_jacobians_match_autograd(activation):
 
 
 def test_notes_factor_order_is_not_the_jacobian():
-    """Note 002 (after Pascanu et al.) multiplies W_rec^T diag(f'); the Jacobian of a step is W_rec diag(f')."""
+    """The study notes (note 002 in the fact-check appendix), after Pascanu et al., multiply W_rec^T diag(f');
+    the Jacobian of a step is W_rec diag(f')."""
     g = torch.Generator().manual_seed(1)
     w, z = torch.randn(4, 4, generator=g, dtype=D), torch.randn(4, generator=g, dtype=D)
     jac = torch.autograd.functional.jacobian(lambda v: w @ torch.tanh(v), z)

@@ -9,10 +9,12 @@ installed yet) the lint test is skipped and says why. The other tests need nothi
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import shutil
 import subprocess
 import sys
+import types
 from pathlib import Path
 
 import pytest
@@ -60,8 +62,8 @@ def _linter() -> Path:
     return LINTER
 
 
-def test_there_are_two_workflows():
-    assert {p.name for p in WORKFLOWS} == {"book.yml", "test.yml"}
+def test_there_are_three_workflows():
+    assert {p.name for p in WORKFLOWS} == {"book.yml", "test.yml", "weekly.yml"}
 
 
 def test_workflows_pass_actionlint():
@@ -89,12 +91,84 @@ def _run_lines(job: dict) -> list[str]:
     return [line.strip() for step in job["steps"] for line in step.get("run", "").splitlines()]
 
 
-def test_test_workflow_runs_the_readme_test_command_on_pushes_and_pull_requests():
+def _triggers(workflow: dict) -> dict:
+    return workflow[True] if True in workflow else workflow["on"]  # YAML reads `on:` as True
+
+
+def test_test_workflow_runs_what_ci_run_runs_on_pushes_and_pull_requests():
     workflow = _workflow("test.yml")
-    triggers = workflow[True] if True in workflow else workflow["on"]  # YAML reads `on:` as True
-    assert {"push", "pull_request"} <= set(triggers)
-    assert "make test" in _run_lines(workflow["jobs"]["test"])
+    assert {"push", "pull_request"} <= set(_triggers(workflow))
+    job = workflow["jobs"]["test"]
+    assert ".ci/run" in _run_lines(job)             # the same script, not a copy of its steps
+    script = (ROOT / ".ci/run").read_text()
+    assert script.rstrip().endswith("make test")
     assert "make test" in (ROOT / "README.md").read_text()
+    # .ci/run installs Debian's chromium and postgresql with apt-get: the job runs on Debian, with the
+    # Python the Makefile asks for, and room in /dev/shm for Chromium
+    image = job["container"]["image"]
+    assert image.startswith("python:3.11-") and image.endswith("bookworm")
+    assert "--shm-size" in job["container"]["options"]
+    assert "for package in chromium postgresql" in script and "apt-get install" in script
+
+
+def test_browser_tests_use_debian_chromium_and_ci_refuses_to_skip_them():
+    script = (ROOT / ".ci/run").read_text()
+    assert "export BOOK_CHROMIUM=/usr/bin/chromium BOOK_CI=1" in script
+    assert script.index("BOOK_CI=1") < script.index("make test")
+    for workflow in ("test.yml",):
+        assert "google-chrome" not in (ROOT / ".github/workflows" / workflow).read_text()
+
+
+def _report_after_ci_hook(monkeypatch, ci: bool, path: str, fixtures=(), when="call", xfail=False):
+    """Run tests/conftest.py's report hook on a skipped test; return the report it leaves."""
+    spec = importlib.util.spec_from_file_location("unit_conftest", ROOT / "tests" / "conftest.py")
+    hooks = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(hooks)
+    if ci:
+        monkeypatch.setenv("BOOK_CI", "1")
+    else:
+        monkeypatch.delenv("BOOK_CI", raising=False)
+    report = pytest.TestReport(f"{path}::test_x", (path, 1, "test_x"), {}, "skipped",
+                               (path, 1, "Skipped: no Chromium"), when)
+    if xfail:
+        report.wasxfail = "expected"
+    item = types.SimpleNamespace(path=ROOT / path, fixturenames=list(fixtures))
+    wrapper = hooks.pytest_runtest_makereport(item, None)
+    next(wrapper)
+    with pytest.raises(StopIteration):
+        wrapper.send(types.SimpleNamespace(get_result=lambda: report))
+    return report
+
+
+def test_on_ci_a_skipped_browser_or_database_test_fails(monkeypatch):
+    """tests/conftest.py turns the skip of a test CI must run into a failure when BOOK_CI is set."""
+    browser = _report_after_ci_hook(monkeypatch, True, "tests/test_browser.py")
+    assert browser.outcome == "failed"
+    assert "skipped on CI, where this test must run" in browser.longrepr and "no Chromium" in browser.longrepr
+    database = _report_after_ci_hook(monkeypatch, True, "tests/test_study_workers.py", ["postgres_url"], "setup")
+    assert database.outcome == "failed"
+    assert _report_after_ci_hook(monkeypatch, False, "tests/test_browser.py").outcome == "skipped"  # not CI
+    assert _report_after_ci_hook(monkeypatch, True, "tests/test_repro.py").outcome == "skipped"  # e.g. no GPU
+    assert _report_after_ci_hook(monkeypatch, True, "tests/test_browser.py", xfail=True).outcome == "skipped"
+
+
+def test_weekly_workflow_builds_cold_checks_links_and_opens_an_issue_on_failure():
+    workflow = _workflow("weekly.yml")
+    triggers = _triggers(workflow)
+    assert "schedule" in triggers and triggers["schedule"][0]["cron"].split()[4] in {"0", "1", "2", "3", "4", "5", "6"}
+    job = workflow["jobs"]["build"]
+    lines = _run_lines(job)
+    assert lines.index("make clean") < lines.index("make book") < lines.index("make linkcheck")
+    set_repository = next(i for i, line in enumerate(lines) if line.startswith("python3 tools/publish.py set-repo"))
+    assert set_repository < lines.index("make linkcheck"), "linkcheck would report the OWNER/REPO placeholder"
+    cached = [s["with"]["path"] for s in job["steps"] if s.get("uses", "").startswith("actions/cache@")]
+    assert not any(".jupyter_cache" in path for path in cached), "the weekly build must execute every chapter"
+    assert job["permissions"]["issues"] == "write"
+    report = [s for s in job["steps"] if s.get("uses", "").startswith("actions/github-script@")]
+    assert report and report[0]["if"] == "failure()"
+    assert "issues.create(" in report[0]["with"]["script"]
+    makefile = (ROOT / "Makefile").read_text()
+    assert "linkcheck:" in makefile and "--builder linkcheck" in makefile
 
 
 def test_book_workflow_builds_with_the_readme_command_and_deploys_the_html_to_pages():
@@ -108,10 +182,15 @@ def test_book_workflow_builds_with_the_readme_command_and_deploys_the_html_to_pa
 
 
 @pytest.mark.parametrize("name", ["book.yml", "test.yml"])
-def test_workflows_cache_the_environment_and_the_execution_cache(name):
+def test_workflows_cache_the_environment(name):
     job = next(iter(_workflow(name)["jobs"].values()))
     cached = [s["with"]["path"] for s in job["steps"] if s.get("uses", "").startswith("actions/cache@")]
     assert ".venv" in cached
+
+
+def test_book_workflow_caches_the_execution_cache_with_its_stamp():
+    job = _workflow("book.yml")["jobs"]["build"]
+    cached = [s["with"]["path"] for s in job["steps"] if s.get("uses", "").startswith("actions/cache@")]
     assert any("_build/.jupyter_cache" in path and "_build/.deepgrad-hash" in path for path in cached), (
         "cache MyST-NB's execution cache together with tools/chapters.py's stamp (without the stamp, "
         "cache-guard empties the restored cache)")

@@ -9,8 +9,8 @@ checkout it runs in; the repository itself keeps the placeholder.
 
 `notebooks` collects the notebooks MyST-NB wrote while building the book
 (`_build/jupyter_execute/chapters/*.ipynb`: the chapters with their outputs) for the `notebooks`
-branch, which the Colab launch button opens (`_ext/colab_notebooks.py`). It fails when a chapter of
-the book has no executed notebook, so a half-built book is never published.
+branch, which the Colab launch button opens (`_ext/book_html.py` points the button there). It fails
+when a chapter of the book has no executed notebook, so a half-built book is never published.
 """
 
 from __future__ import annotations

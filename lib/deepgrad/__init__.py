@@ -9,16 +9,17 @@ Chapters import it as ``import deepgrad as dg``. Each module is one concept:
 - :mod:`deepgrad.init`        weight initialisations from their formulas (Xavier, He, LeCun, orthogonal, PyTorch's)
 - :mod:`deepgrad.normalization` batch norm forward and backward by hand, running statistics, layer norm, noisy BN
 - :mod:`deepgrad.residual`    residual blocks (post-/pre-activation, plain, scaled shortcuts, ReZero) and residual MLPs
-- :mod:`deepgrad.models`      an MLP builder with depth, width, activation, init, norm and residual knobs
+- :mod:`deepgrad.models`      an MLP builder with depth, width, activation, init, norm, residual knobs; ``mlp_for``
 - :mod:`deepgrad.autodiff`    backpropagation written out by hand, layer by layer
-- :mod:`deepgrad.clipping`    gradient clipping by value and by global norm, Pascanu's one-unit cliff, truncated BPTT
-- :mod:`deepgrad.diagnostics` per-layer gradient statistics from hooks on any module; a gradient-health report
-- :mod:`deepgrad.recurrent`   the product through time, RNN/LSTM/GRU cells by hand, truncated BPTT, echo state nets
+- :mod:`deepgrad.clipping`    gradient clipping by value and by global norm, Pascanu's one-unit cliff, recall runs
+- :mod:`deepgrad.diagnostics` the vocabulary (δ, weight gradient, per-layer factor, saturated,
+                              dead), the one hook recorder, the gradient-health report
+- :mod:`deepgrad.recurrent`   the product through time, RNN/LSTM/GRU cells by hand, truncated BPTT (k1, k2), echo states
 - :mod:`deepgrad.optim`       optimisers from their update equations (SGD to AdamW), 2-D test functions
-- :mod:`deepgrad.schedules`   the learning-rate range test; step, cosine, triangular and one-cycle schedules
+- :mod:`deepgrad.schedules`   the learning-rate range test; step, cosine, warm-up, triangular and one-cycle schedules
 - :mod:`deepgrad.tuning`      hyperparameter search with Optuna: seeded samplers, grid vs random, shared workers
 - :mod:`deepgrad.ablation`    remedy-by-remedy ablation of a failing network; greedy layer-wise training
-- :mod:`deepgrad.train`       a training loop with divergence detection, Keras-style early stopping, Prechelt
+- :mod:`deepgrad.train`       the one training loop (callbacks: clipping, schedules, logging, early stopping), Prechelt
 - :mod:`deepgrad.plotting`    the book's figure style and shared plotting helpers
 - :mod:`deepgrad.book`        numbers as the book prints them (significant digits, 8.9 × 10⁻⁸) and one ``glue``
 - :mod:`deepgrad.evidence`    paired comparisons of two arms over seeds: wins, mean difference, bootstrap interval

@@ -23,6 +23,7 @@ import torch
 from torch import nn
 
 from deepgrad import activations
+from deepgrad import init as init_
 from deepgrad._checks import fraction, one_of, positive, positive_int
 from deepgrad.book import scientific
 from deepgrad.data import Dataset
@@ -75,13 +76,13 @@ def initializer(name: str) -> Callable[[nn.Linear], None] | None:
 
     def init(layer: nn.Linear) -> None:
         if name == "naive":
-            nn.init.normal_(layer.weight, 0.0, NAIVE_STD)
+            init_.normal_(layer.weight, NAIVE_STD)
         elif name == "xavier":
-            nn.init.xavier_normal_(layer.weight)
+            init_.xavier_normal_(layer.weight)
         else:
-            nn.init.kaiming_normal_(layer.weight, nonlinearity="relu")
+            init_.he_normal_(layer.weight)
         if layer.bias is not None:
-            nn.init.zeros_(layer.bias)
+            init_.zeros_(layer.bias)
 
     return init
 
@@ -147,7 +148,7 @@ def diagnose(recipe: Recipe, data: Dataset, *, depth: int, width: int, steps: in
     positive_int("steps", steps)
     model = build(recipe, data, depth=depth, width=width, seed=seed)
     generator = torch.Generator().manual_seed(seed)
-    with GradientReport(model) as report:
+    with GradientReport(model, every=1) as report:
         fit(model, data, optimizer(recipe, model), steps=steps, batch_size=batch_size, eval_every=steps,
             generator=generator, max_grad_norm=recipe.clip)
     return report
@@ -196,8 +197,8 @@ def greedy_layerwise(model: MLP, data: Dataset, *, steps_per_layer: int, lr: flo
         for k in range(1, model.depth + 2):
             if k <= model.depth:
                 head = copy.deepcopy(model.output)
-                nn.init.normal_(head.weight, 0.0, 1.0 / model.output.in_features ** 0.5, generator=generator)
-                nn.init.zeros_(head.bias)
+                init_.normal_(head.weight, 1.0 / model.output.in_features ** 0.5, generator=generator)
+                init_.zeros_(head.bias)
                 yield nn.Sequential(*model.hidden[:k], head), [*model.hidden[k - 1].parameters(), *head.parameters()]
             else:
                 yield nn.Sequential(*model.hidden, model.output), list(model.output.parameters())

@@ -135,3 +135,82 @@ class MLP(nn.Module):
     def linear_layers(self) -> list[nn.Linear]:
         """The ``depth + 1`` linear layers, from the input side to the output."""
         return [layer.linear for layer in self.hidden] + [self.output]
+
+
+# ----------------------------------------------------------------------------------------------
+# An MLP sized for a data set, seeded locally
+# ----------------------------------------------------------------------------------------------
+
+# The imports of this block stay with it (E402), so that the block reads on its own.
+from typing import Any  # noqa: E402
+
+import torch  # noqa: E402
+
+from deepgrad import init as initialisation  # noqa: E402
+from deepgrad.data import Dataset  # noqa: E402
+
+
+def mlp_for(data: Dataset, *, depth: int, width: int = 64, activation: str = "relu",
+            init: str | Initializer | None = None, seed: int | torch.Generator | None = None,
+            device: torch.device | str | None = None, dtype: torch.dtype | None = None,
+            **knobs: Any) -> MLP:
+    """An :class:`MLP` for ``data`` (a :class:`deepgrad.data.Dataset`): ``data.n_features`` in, ``data.n_classes`` out.
+
+    Parameters
+    ----------
+    data:
+        The data set the network will read; it fixes the input and output sizes, and by default the
+        device and floating-point type (those of ``data.train.x``).
+    depth, width, activation:
+        As for :class:`MLP`.
+    init:
+        ``None`` keeps PyTorch's default initialisation; a scheme name of :data:`deepgrad.init.SCHEMES`
+        (``"he_normal"``, ``"xavier_uniform"``, ...) applies ``deepgrad.init.for_linear(init)`` to every
+        linear layer (weights from the scheme, biases zero); a callable ``nn.Linear -> None`` is applied
+        as it is (e.g. ``deepgrad.init.for_linear("constant", value=0.1)``).
+    seed:
+        ``None`` draws the weights from the global random generator, as ``MLP(...)`` does. An int draws
+        them as ``torch.manual_seed(seed); MLP(...)`` would, but leaves the global generator's state as
+        it was. A CPU ``torch.Generator`` supplies the draws and is advanced past them; the global
+        generator is again left alone.
+    device, dtype:
+        Where the model goes and its floating-point type; ``None`` follows ``data.train.x``.
+    knobs:
+        Any other :class:`MLP` keyword (``norm=``, ``norm_position=``, ``residual=``, ``bias=``).
+    """
+    if not isinstance(data, Dataset):
+        raise TypeError(f"data must be a deepgrad.data.Dataset (it gives n_features and n_classes), "
+                        f"got {type(data).__name__}")
+    if isinstance(init, str):
+        init = initialisation.for_linear(init)
+    elif init is not None and not callable(init):
+        raise TypeError(f"init must be None, a scheme name ({', '.join(initialisation.SCHEMES)}) or a callable "
+                        f"taking an nn.Linear; got {init!r}")
+    if dtype is not None and not isinstance(dtype, torch.dtype):
+        raise TypeError(f"dtype must be None or a floating-point torch.dtype, got {dtype!r}")
+    if dtype is not None and not dtype.is_floating_point:
+        raise ValueError(f"dtype must be a floating-point torch.dtype (float32, float64, ...), got {dtype}")
+
+    def build() -> MLP:
+        return MLP(data.n_features, data.n_classes, width=width, depth=depth, activation=activation,
+                   init=init, **knobs)
+
+    if seed is None:
+        model = build()
+    elif isinstance(seed, torch.Generator):
+        if seed.device.type != "cpu":
+            raise ValueError(f"seed, when a torch.Generator, must be a CPU generator, got one on {seed.device}")
+        with torch.random.fork_rng(devices=[]):
+            torch.set_rng_state(seed.get_state())
+            model = build()
+            seed.set_state(torch.get_rng_state())
+    elif isinstance(seed, bool) or not isinstance(seed, int):
+        raise TypeError(f"seed must be None, a non-negative int or a torch.Generator, got {seed!r}")
+    elif seed < 0:
+        raise ValueError(f"seed must be a non-negative int, got {seed}")
+    else:
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            model = build()
+    x = data.train.x
+    return model.to(x.device if device is None else device, x.dtype if dtype is None else dtype)

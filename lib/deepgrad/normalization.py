@@ -32,6 +32,7 @@ import torch
 from torch import Tensor, nn
 
 from deepgrad._checks import fraction, non_negative, positive_int
+from deepgrad.diagnostics import Recorder
 
 #: PyTorch's defaults for ``nn.BatchNorm1d`` (also Ioffe & Szegedy's ε is a small constant).
 DEFAULT_EPS = 1e-5
@@ -174,19 +175,31 @@ def layer_norm_forward(x: Tensor, gamma: Tensor, beta: Tensor, eps: float = DEFA
 
 
 class BatchNormFunction(torch.autograd.Function):
-    """Training-mode batch norm as an autograd node whose backward is :func:`batch_norm_backward`."""
+    """Training-mode batch norm as an autograd node whose backward is :func:`batch_norm_backward`.
+
+    Under double backward (``create_graph=True``) the backward formula is rebuilt from the saved
+    inputs x and γ with differentiable operations, so autograd can differentiate it again: the
+    result matches ``nn.BatchNorm1d`` to second order (``torch.autograd.gradgradcheck`` passes).
+    """
 
     @staticmethod
     def forward(ctx, x: Tensor, gamma: Tensor, beta: Tensor, eps: float):
         y, cache = batch_norm_forward(x, gamma, beta, eps=eps)
-        ctx.save_for_backward(cache.x_hat, cache.inv_std, cache.gamma, cache.mean, cache.var)
+        ctx.save_for_backward(x, gamma, cache.x_hat, cache.inv_std, cache.mean, cache.var)
+        ctx.eps = eps
         ctx.mark_non_differentiable(cache.mean, cache.var)  # returned for the running statistics only
         return y, cache.mean, cache.var
 
     @staticmethod
     def backward(ctx, dy: Tensor, _dmean, _dvar):
-        cache = BatchNormCache(*ctx.saved_tensors)
-        dx, dgamma, dbeta = batch_norm_backward(dy, cache)
+        x, gamma, x_hat, inv_std, mean, var = ctx.saved_tensors
+        if torch.is_grad_enabled():  # create_graph=True: x̂ and 1/√(σ² + ε) as functions of x
+            mean = x.mean(0)
+            centred = x - mean
+            var = (centred * centred).mean(0)
+            inv_std = torch.rsqrt(var + ctx.eps)
+            x_hat = centred * inv_std
+        dx, dgamma, dbeta = batch_norm_backward(dy, BatchNormCache(x_hat, inv_std, gamma, mean, var))
         return dx, dgamma, dbeta, None
 
 
@@ -323,32 +336,26 @@ class NoisyBatchNorm(BatchNorm):
     activation of each example with i.i.d. noise whose mean and variance themselves change every
     step, and its exact distributions are not reproduced here. At evaluation time no noise is
     added: the layer is exactly :class:`BatchNorm`. The latest draws are kept in ``last_scale`` and
-    ``last_shift`` (``None`` before the first training step).
+    ``last_shift`` (``None`` before the first training step). It is composed: :class:`BatchNorm`
+    followed by its :class:`ScaleShiftNoise` submodule ``noise``.
     """
 
     def __init__(self, num_features: int, eps: float = DEFAULT_EPS, momentum: float | None = DEFAULT_MOMENTUM,
                  affine: bool = True, *, scale_noise: float = 0.5, shift_noise: float = 0.5,
                  generator: torch.Generator | None = None):
         super().__init__(num_features, eps, momentum, affine)
-        self.scale_noise = fraction("scale_noise", scale_noise, open_low=False, open_high=True)
-        self.shift_noise = non_negative("shift_noise", shift_noise)
-        self.generator = _check_generator(generator)
-        self.last_scale: Tensor | None = None
-        self.last_shift: Tensor | None = None
+        self.noise = ScaleShiftNoise(num_features, scale_noise=scale_noise, shift_noise=shift_noise,
+                                     generator=generator)
 
-    def extra_repr(self) -> str:
-        return f"{super().extra_repr()}, scale_noise={self.scale_noise}, shift_noise={self.shift_noise}"
-
-    def _uniform(self, half_width: float, x: Tensor) -> Tensor:
-        return _uniform_noise(self.num_features, half_width, x, self.generator)
+    scale_noise = property(lambda self: self.noise.scale_noise)
+    shift_noise = property(lambda self: self.noise.shift_noise)
+    generator = property(lambda self: self.noise.generator)
+    last_scale = property(lambda self: self.noise.last_scale, doc="The latest s_j (``None`` before training).")
+    last_shift = property(lambda self: self.noise.last_shift, doc="The latest m_j (``None`` before training).")
 
     def forward(self, x: Tensor) -> Tensor:
-        y = super().forward(x)
-        if not self.training:
-            return y
-        self.last_scale = 1 + self._uniform(self.scale_noise, x)
-        self.last_shift = self._uniform(self.shift_noise, x)
-        return y * self.last_scale + self.last_shift
+        """:class:`BatchNorm`, then :class:`ScaleShiftNoise` (which is the identity in evaluation mode)."""
+        return self.noise(super().forward(x))
 
 
 class UnitQuantiles:
@@ -361,7 +368,8 @@ class UnitQuantiles:
             fit(model, ...)
         q.steps, q.values          # forward passes recorded, tensor (len(steps), len(quantiles))
 
-    A forward pass is recorded when the module is in training mode and gradients are enabled (so
+    The hook is registered through :class:`deepgrad.diagnostics.Recorder`. A forward pass is recorded
+    when the module is in training mode and gradients are enabled (so
     evaluation passes are skipped), every ``every``-th such pass, counting from 1. The quantiles
     are taken over the examples of that pass's batch (``torch.quantile``, linear interpolation).
     """
@@ -381,7 +389,7 @@ class UnitQuantiles:
         self.steps: list[int] = []
         self._rows: list[Tensor] = []
         self._passes = 0
-        self._handle = None
+        self._recorder: Recorder | None = None
 
     def _hook(self, module, inputs, output) -> None:
         if not (module.training and torch.is_grad_enabled()):
@@ -406,13 +414,14 @@ class UnitQuantiles:
         return torch.stack(self._rows)
 
     def __enter__(self) -> UnitQuantiles:
-        self._handle = self.module.register_forward_hook(self._hook)
+        self._recorder = Recorder(self.module, statistics=False).__enter__()
+        self._recorder.on_forward(self.module, self._hook)
         return self
 
     def __exit__(self, *exc) -> None:
-        if self._handle is not None:
-            self._handle.remove()
-            self._handle = None
+        if self._recorder is not None:
+            self._recorder.__exit__(*exc)
+            self._recorder = None
 
 
 __all__ = [

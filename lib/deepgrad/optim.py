@@ -11,7 +11,8 @@ Notation (per parameter tensor ``w``, elementwise operations, step ``t = 1, 2, .
 ``g_t`` with weight decay ``λ`` folded in as ``g_t + λ w`` unless said otherwise):
 
 - :class:`SGD`        ``b_t = μ b_{t-1} + (1 - d) g_t`` (``b_1 = g_1``), ``w ← w - η b_t``;
-  Nesterov uses ``g_t + μ b_t`` instead of ``b_t`` (Polyak 1964; Sutskever et al. 2013).
+  Nesterov uses ``g_t + μ b_t`` instead of ``b_t`` (Polyak 1964; Sutskever et al. 2013 take the
+  gradient at the look-ahead point, this rewritten form is Bengio, Boulanger-Lewandowski & Pascanu 2013).
 - :class:`MomentumEMA` the exponential-average form of the study notes,
   ``v_t = β v_{t-1} + (1 - β) g_t`` (``v_0 = 0``), ``w ← w - η v_t``.
 - :class:`Adagrad`    ``s_t = s_{t-1} + g_t²``, ``w ← w - η g_t / (√s_t + ε)`` (Duchi et al. 2011).
@@ -24,6 +25,9 @@ Notation (per parameter tensor ``w``, elementwise operations, step ``t = 1, 2, .
   (Kingma & Ba 2015); ``bias_correction=False`` drops the two divisions (not in PyTorch).
 - :class:`AdamW`      Adam with decoupled weight decay, ``w ← w (1 - η λ)`` before the Adam step
   (Loshchilov & Hutter 2019).
+- :class:`AMSGrad`    Adam dividing by the running maximum ``v̄_t = max(v̄_{t-1}, v_t)`` (Reddi et al. 2018).
+- :class:`NAdam`      Adam with Nesterov momentum and PyTorch's momentum decay (Dozat 2016).
+- :class:`Adamax`     ``u_t = max(β₂ u_{t-1}, |g_t| + ε)``, ``w ← w - η m_t / ((1 - β₁^t) u_t)`` (Kingma & Ba 2015).
 
 The module also holds the 2-D test functions of the chapter (:func:`quadratic`, :func:`rosenbrock`,
 :func:`saddle`) and :func:`trajectory`, which runs any optimiser on one of them.
@@ -112,8 +116,9 @@ class SGD(_Optimizer):
     """Stochastic gradient descent, optionally with (Nesterov) momentum, in PyTorch's form.
 
     ``b_t = μ b_{t-1} + (1 - d) g_t`` with ``b_1 = g_1``, then ``w ← w - η b_t``, or with
-    ``nesterov=True``, ``w ← w - η (g_t + μ b_t)`` (Sutskever et al. 2013, rewritten so that the
-    gradient is taken at the current weights). With ``momentum=0`` this is ``w ← w - η g_t``:
+    ``nesterov=True``, ``w ← w - η (g_t + μ b_t)`` (Sutskever et al. 2013's look-ahead
+    gradient, rewritten by Bengio, Boulanger-Lewandowski & Pascanu 2013 so that the gradient is taken
+    at the current weights). With ``momentum=0`` this is ``w ← w - η g_t``:
     batch, stochastic or mini-batch gradient descent depending only on the batch fed to it.
     """
 
@@ -312,8 +317,9 @@ class AdamW(Adam):
         super().__init__(params, lr, betas, eps, weight_decay, bias_correction=bias_correction)
 
 
-#: The optimisers of this module by name, with their PyTorch counterparts.
-OPTIMIZERS: dict[str, tuple[type[torch.optim.Optimizer], type[torch.optim.Optimizer]]] = {
+#: The optimisers of this module by name, with their PyTorch counterparts (a class, or for AMSGrad
+#: a function building ``torch.optim.Adam(amsgrad=True)``).
+OPTIMIZERS: dict[str, tuple[type[torch.optim.Optimizer], Callable[..., torch.optim.Optimizer]]] = {
     "SGD": (SGD, torch.optim.SGD),
     "Adagrad": (Adagrad, torch.optim.Adagrad),
     "RMSprop": (RMSprop, torch.optim.RMSprop),
@@ -368,3 +374,107 @@ def trajectory(fn: Callable[[Tensor, Tensor], Tensor], start: tuple[float, float
             break
         path[k] = point.detach()
     return path
+
+
+# --- Adam's variants (appended) -----------------------------------------------------------------
+
+class AMSGrad(Adam):
+    """AMSGrad (Reddi, Kale & Kumar 2018): Adam whose denominator never shrinks.
+
+    As :class:`Adam`, but divides by the running maximum ``v̄_t = max(v̄_{t-1}, v_t)`` of the second
+    average, ``w ← w - η m̂_t / (√(v̄_t / (1 - β₂^t)) + ε)``: the denominator never shrinks (in the
+    paper, without bias correction, the effective rate ``η / √v̄_t`` can only decrease), which
+    repairs Adam's non-convergence on Reddi et al.'s example. This is
+    PyTorch's ``Adam(amsgrad=True)``, which keeps the maximum of the *uncorrected* ``v_t`` and
+    bias-corrects it with the current step's ``1 - β₂^t``.
+    """
+
+    def _update(self, p, state, group):
+        lr, wd, (beta1, beta2) = group["lr"], group["weight_decay"], group["betas"]
+        g = _decayed_gradient(p, wd)
+        m = state.setdefault("exp_avg", torch.zeros_like(p))
+        v = state.setdefault("exp_avg_sq", torch.zeros_like(p))
+        v_max = state.setdefault("max_exp_avg_sq", torch.zeros_like(p))
+        m.mul_(beta1).add_(g, alpha=1 - beta1)
+        v.mul_(beta2).addcmul_(g, g, value=1 - beta2)
+        torch.maximum(v_max, v, out=v_max)
+        t = state["step"]
+        c1, c2 = (1 - beta1**t, 1 - beta2**t) if group["bias_correction"] else (1.0, 1.0)
+        p.addcdiv_(m, v_max.sqrt().div_(math.sqrt(c2)).add_(group["eps"]), value=-lr / c1)
+
+
+class NAdam(_Optimizer):
+    """NAdam (Dozat 2016): Adam with Nesterov momentum, in PyTorch's form with momentum decay.
+
+    With ``μ_t = β₁ (1 - ½ · 0.96^(t ψ))`` (``ψ`` = ``momentum_decay``, 4e-3) and the products
+    ``Π_t = μ_1 ⋯ μ_t``, the averages ``m_t, v_t`` of :class:`Adam` and ``v̂_t = v_t / (1 - β₂^t)``,
+    the step looks one momentum step ahead:
+    ``w ← w - η (1 - μ_t) / (1 - Π_t) · g_t / (√v̂_t + ε) - η μ_{t+1} / (1 - Π_{t+1}) · m_t / (√v̂_t + ε)``.
+    Weight decay is L2 (folded into g). As in PyTorch, ``Π_t`` is kept in the default dtype
+    (float32 unless changed), so it is rounded to float32 even for float64 parameters.
+    """
+
+    def __init__(self, params: Params, lr: float = 2e-3, betas: tuple[float, float] = (0.9, 0.999),
+                 eps: float = 1e-8, weight_decay: float = 0.0, momentum_decay: float = 4e-3) -> None:
+        _at_least_zero("lr", lr, "learning rate")
+        _at_least_zero("eps", eps, "epsilon value")
+        _betas(betas)
+        _at_least_zero("weight_decay", weight_decay, "weight_decay value")
+        _at_least_zero("momentum_decay", momentum_decay, "momentum_decay value")
+        defaults = dict(lr=lr, betas=tuple(betas), eps=eps, weight_decay=weight_decay,
+                        momentum_decay=momentum_decay)
+        super().__init__(params, defaults)
+
+    def _update(self, p, state, group):
+        lr, (beta1, beta2), psi = group["lr"], group["betas"], group["momentum_decay"]
+        g = _decayed_gradient(p, group["weight_decay"])
+        m = state.setdefault("exp_avg", torch.zeros_like(p))
+        v = state.setdefault("exp_avg_sq", torch.zeros_like(p))
+        t = state["step"]
+        mu = beta1 * (1 - 0.5 * 0.96 ** (t * psi))
+        mu_next = beta1 * (1 - 0.5 * 0.96 ** ((t + 1) * psi))
+        # PyTorch keeps the product as a scalar tensor of the default dtype (float32 unless changed)
+        product_t = state.setdefault("mu_product", torch.ones((), dtype=torch.get_default_dtype()))
+        product_t.mul_(mu)
+        product = product_t.item()
+        m.mul_(beta1).add_(g, alpha=1 - beta1)
+        v.mul_(beta2).addcmul_(g, g, value=1 - beta2)
+        denom = v.div(1 - beta2**t).sqrt_().add_(group["eps"])
+        p.addcdiv_(g, denom, value=-lr * (1 - mu) / (1 - product))
+        p.addcdiv_(m, denom, value=-lr * mu_next / (1 - product * mu_next))
+
+
+class Adamax(_Optimizer):
+    """AdaMax (Kingma & Ba 2015, section 7.1): Adam with the infinity norm in place of the RMS.
+
+    ``m_t = β₁ m_{t-1} + (1 - β₁) g_t``, ``u_t = max(β₂ u_{t-1}, |g_t| + ε)`` (``u_0 = 0``),
+    ``w ← w - η / (1 - β₁^t) · m_t / u_t``. ``u_t`` needs no bias correction. PyTorch adds ``ε`` to
+    ``|g_t|`` inside the maximum, as here. Weight decay is L2 (folded into g).
+    """
+
+    def __init__(self, params: Params, lr: float = 2e-3, betas: tuple[float, float] = (0.9, 0.999),
+                 eps: float = 1e-8, weight_decay: float = 0.0) -> None:
+        _at_least_zero("lr", lr, "learning rate")
+        _at_least_zero("eps", eps, "epsilon value")
+        _betas(betas)
+        _at_least_zero("weight_decay", weight_decay, "weight_decay value")
+        super().__init__(params, dict(lr=lr, betas=tuple(betas), eps=eps, weight_decay=weight_decay))
+
+    def _update(self, p, state, group):
+        lr, (beta1, beta2) = group["lr"], group["betas"]
+        g = _decayed_gradient(p, group["weight_decay"])
+        m = state.setdefault("exp_avg", torch.zeros_like(p))
+        u = state.setdefault("exp_inf", torch.zeros_like(p))
+        m.mul_(beta1).add_(g, alpha=1 - beta1)
+        torch.maximum(u.mul_(beta2), g.abs().add_(group["eps"]), out=u)
+        p.addcdiv_(m, u, value=-lr / (1 - beta1 ** state["step"]))
+
+
+def _torch_amsgrad(params: Params, **kwargs: Any) -> torch.optim.Adam:
+    """PyTorch's AMSGrad: ``torch.optim.Adam(params, amsgrad=True, **kwargs)``."""
+    return torch.optim.Adam(params, amsgrad=True, **kwargs)
+
+
+OPTIMIZERS["AMSGrad"] = (AMSGrad, _torch_amsgrad)
+OPTIMIZERS["NAdam"] = (NAdam, torch.optim.NAdam)
+OPTIMIZERS["Adamax"] = (Adamax, torch.optim.Adamax)

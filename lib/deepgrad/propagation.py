@@ -53,6 +53,7 @@ from torch import Tensor
 
 from deepgrad import activations, init
 from deepgrad._checks import fraction, non_negative, one_of, positive_int
+from deepgrad.diagnostics import SATURATION
 
 #: Default number of quadrature points of :func:`gaussian_expectation` (midpoints of equal cells).
 QUADRATURE_POINTS = 2048
@@ -313,8 +314,11 @@ def critical_weight_variance(activation: str, bias_var: float = 0.0, *, low: flo
     return math.exp(s.item())
 
 
-def saturation_threshold(activation: str, fraction_of_max: float = 0.01) -> float:
+def saturation_threshold(activation: str, fraction_of_max: float = SATURATION) -> float:
     """The |z| beyond which a sigmoid or tanh unit's slope is below ``fraction_of_max`` of its maximum.
+
+    The default is the book's one definition of a saturated unit, :data:`deepgrad.diagnostics.SATURATION`
+    (10 % of the maximum slope): |z| > 3.64 for the sigmoid, 1.82 for tanh.
 
     Closed form: σ'(z) = s(1 - s) with s = σ(z), so σ'(z) = c at s = (1 - √(1 - 4c))/2 and
     |z| = log((1 - s)/s); with c = fraction_of_max / 4. Since tanh'(z) = 4σ'(2z), tanh's threshold

@@ -25,6 +25,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
+from deepgrad import init as init_
 from deepgrad._checks import fraction, non_negative, one_of, positive, positive_int
 from deepgrad.train import ClipGradNorm, History, StopBelow, loop, supervised
 
@@ -104,7 +105,7 @@ class _Cell(nn.Module):
         self.bias_hh = nn.Parameter(torch.empty(rows, **kw))
         bound = 1 / math.sqrt(hidden_size)
         for p in self.parameters():
-            nn.init.uniform_(p, -bound, bound)
+            init_.uniform_(p, bound)
 
     def initial_state(self, batch: int) -> State:
         """The zero state for ``batch`` sequences."""
@@ -353,7 +354,7 @@ class TanhRNN(nn.Module):
         self.rnn = nn.RNN(1, hidden, nonlinearity="tanh", batch_first=True)
         self.readout = nn.Linear(hidden, 1)
         with torch.no_grad():
-            nn.init.orthogonal_(self.rnn.weight_hh_l0, gain=gain)
+            init_.orthogonal_(self.rnn.weight_hh_l0, gain=gain)
 
     @property
     def recurrent_weight(self) -> Tensor:

@@ -33,6 +33,7 @@ import torch
 from torch import Tensor, nn
 
 from deepgrad._checks import non_negative, one_of, positive_int
+from deepgrad.diagnostics import Recorder
 
 #: Kinds of block: He et al.'s post-activation, the identity-mappings pre-activation, no shortcut.
 KINDS = ("post", "pre", "plain")
@@ -192,24 +193,17 @@ def block_input_gradients(model: ResidualMLP, x: Tensor, y: Tensor) -> list[floa
     if not isinstance(model, ResidualMLP):
         raise TypeError(f"model must be a ResidualMLP, got {type(model).__name__}")
     kept: list[Tensor] = []
-
-    def keep_input(module, inputs):
-        kept.append(inputs[0])
-
-    def keep_output(module, inputs, output):
-        kept.append(output)
-
-    handles = [block.register_forward_pre_hook(keep_input) for block in model.blocks]
-    handles.append(model.blocks[-1].register_forward_hook(keep_output))
     saved = [p.grad for p in model.parameters()]
-    try:
-        loss = nn.functional.cross_entropy(model(x), y)
-        grads = torch.autograd.grad(loss, kept, allow_unused=True)
-    finally:
-        for h in handles:
-            h.remove()
-        for p, g in zip(model.parameters(), saved, strict=True):
-            p.grad = g
+    with Recorder(model, statistics=False) as rec:
+        for block in model.blocks:
+            rec.on_forward_pre(block, lambda module, inputs: kept.append(inputs[0]))
+        rec.on_forward(model.blocks[-1], lambda module, inputs, output: kept.append(output))
+        try:
+            loss = nn.functional.cross_entropy(model(x), y)
+            grads = torch.autograd.grad(loss, kept, allow_unused=True)
+        finally:
+            for p, g in zip(model.parameters(), saved, strict=True):
+                p.grad = g
     return [math.nan if g is None else float(torch.linalg.vector_norm(g.double())) for g in grads]
 
 
