@@ -210,3 +210,35 @@ def test_result_is_frozen_and_exported():
     with pytest.raises(AttributeError):
         c.low = 0.0
     assert dg.evidence is evidence
+
+
+def test_sign_flip_p_is_the_exact_randomisation_test():
+    import itertools
+
+    import numpy as np
+
+    from deepgrad import evidence
+
+    a, b = [0.31, 0.28, 0.35, 0.30, 0.33], [0.30, 0.29, 0.31, 0.27, 0.32]
+    cmp = evidence.from_values(a, b)
+    d = np.subtract(a, b)
+    brute = np.mean([abs(np.mean(np.multiply(s, d))) >= abs(d.mean()) - 1e-15
+                     for s in itertools.product([-1, 1], repeat=5)])
+    assert cmp.sign_flip_p == pytest.approx(brute)
+    # five wins out of five: the bootstrap interval excludes 0, but p cannot go below 2/32
+    sure = evidence.from_values([1.0, 1.1, 1.2, 1.3, 1.4], [0.0] * 5)
+    assert sure.low > 0 and sure.sign_flip_p == pytest.approx(2 / 32)
+    # identical arms: every pattern ties with the observed mean of 0
+    assert evidence.from_values([0.5] * 5, [0.5] * 5).sign_flip_p == 1.0
+    # diverged seeds are left out, as for the interval
+    partial = evidence.from_values([1.0, float("nan"), 1.2, 1.3], [0.0, 0.0, 0.0, 0.0])
+    assert partial.sign_flip_p == pytest.approx(2 / 8)
+
+
+def test_sign_flip_p_for_many_seeds_is_estimated_and_deterministic():
+    from deepgrad import evidence
+
+    a = [1.0 + 0.01 * i for i in range(20)]
+    cmp = evidence.from_values(a, [1.0] * 20)
+    assert cmp.sign_flip_p == evidence.from_values(a, [1.0] * 20).sign_flip_p
+    assert cmp.sign_flip_p < 1e-3
