@@ -193,3 +193,15 @@ def test_library_calls_leave_the_global_generator_alone(digits):
     other = ablation.build(recipe, digits, depth=2, width=8, seed=5)
     assert all(torch.equal(a, b) for a, b in zip(first.parameters(), second.parameters(), strict=True))
     assert not torch.equal(first.output.weight, other.output.weight)
+
+
+def test_steps_to_target_matches_run_and_censors(digits):
+    recipe = ablation.Recipe(activation="relu", init="he")
+    out = ablation.run(recipe, digits, depth=2, width=32, steps=60, eval_every=5, diagnose_steps=1, seed=3)
+    got = ablation.steps_to_target(recipe, digits, 3, depth=2, width=32, steps=60, target=0.5, eval_every=5)
+    assert out.steps_to(0.5) is not None and got == out.steps_to(0.5)
+    never = ablation.steps_to_target(ablation.Recipe(), digits, 0, depth=2, width=8, steps=10, target=1.0,
+                                     eval_every=5)
+    assert never == 15.0
+    with pytest.raises(ValueError, match="eval_every"):
+        ablation.steps_to_target(recipe, digits, 0, depth=2, width=8, steps=10, target=0.5, eval_every=0)

@@ -230,3 +230,29 @@ def markdown_table(outcomes: dict[str, Outcome], *, target: float) -> str:
         lines.append(f"| {name} | {100 * out.test_accuracy:.1f}% | {steps} | "
                      f"{scientific(out.gradient_ratio, 2)} | {out.verdict} |")
     return "\n".join(lines)
+
+
+def steps_to_target(recipe: Recipe, data: Dataset, seed: int, *, depth: int, width: int, steps: int,
+                    target: float, eval_every: int, batch_size: int = 64) -> float:
+    """Updates until the validation accuracy of ``recipe``'s network first reaches ``target``, with ``seed``.
+
+    The network is built and its batches drawn from ``seed`` (as in :func:`run`) and evaluated every
+    ``eval_every`` updates, so the count is a multiple of ``eval_every``. A run that never reaches the
+    target in ``steps`` updates counts as ``steps + eval_every`` (censored: "later than the budget"), and a
+    diverged run as ``inf``, a failure in :func:`deepgrad.evidence.compare`. A module-level function of the
+    seed once the other arguments are bound (``functools.partial``), so that seeds can run in worker
+    processes.
+    """
+    fraction("target", target, open_high=False)
+    positive_int("eval_every", eval_every)
+    positive_int("steps", steps)
+    model = build(recipe, data, depth=depth, width=width, seed=seed)
+    stopper = (EarlyStopping(monitor="val_loss", patience=3, restore_best_weights=True)
+               if recipe.early_stopping else None)
+    history = fit(model, data, optimizer(recipe, model), steps=steps, batch_size=batch_size,
+                  eval_every=eval_every, generator=torch.Generator().manual_seed(seed),
+                  max_grad_norm=recipe.clip, early_stopping=stopper)
+    for step, value in zip(history.eval_steps, history.val_accuracy, strict=True):
+        if value >= target:
+            return float(step)
+    return float("inf") if history.diverged else float(steps + eval_every)

@@ -34,7 +34,7 @@ from deepgrad.models import MLP
 from deepgrad.train import Callback, History, OnStep, StopIfNonFinite, layerwise, loop, validation
 
 #: Search methods :func:`make_sampler` knows.
-SAMPLERS = ("grid", "random", "tpe", "gp", "nsga2", "cmaes")
+SAMPLERS = ("grid", "random", "qmc", "tpe", "gp", "nsga2", "cmaes")
 #: The search space of :func:`suggest`: integer and log-scaled ranges, and categorical choices.
 SPACE = {
     "n_layers": (1, 4),
@@ -285,7 +285,10 @@ def make_sampler(name: str, seed: int, *, n_trials: int = 16, grid: dict | None 
 
     ``"grid"``: ``GridSampler`` over ``grid`` (default :func:`default_grid` for ``n_trials``), points in
     an order drawn from ``seed``; ``"random"``: ``RandomSampler``; ``"tpe"``: Bergstra et al.'s
-    tree-structured Parzen estimator; ``"gp"``: Gaussian-process Bayesian optimisation; ``"nsga2"``:
+    tree-structured Parzen estimator; ``"qmc"``: quasi-random search, ``QMCSampler`` with a scrambled
+    Halton sequence (the first trial, from which it reads the search space, is drawn at random; each
+    categorical parameter takes one coordinate, cut into equal parts); ``"gp"``: Gaussian-process
+    Bayesian optimisation; ``"nsga2"``:
     the NSGA-II genetic algorithm (population 6, so that a small budget sees several generations);
     ``"cmaes"``: CMA-ES (independent random sampling for categorical parameters, without warning).
     Model-based samplers start after ``n_startup_trials`` random trials.
@@ -299,6 +302,10 @@ def make_sampler(name: str, seed: int, *, n_trials: int = 16, grid: dict | None 
         return s.GridSampler(grid or default_grid(n_trials), seed=seed)
     if name == "random":
         return s.RandomSampler(seed=seed)
+    if name == "qmc":
+        with warnings.catch_warnings():  # QMCSampler is an experimental feature of Optuna
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            return s.QMCSampler(qmc_type="halton", scramble=True, seed=seed)
     if name == "tpe":
         return s.TPESampler(seed=seed, n_startup_trials=n_startup_trials)
     if name == "gp":
@@ -366,9 +373,13 @@ def grid_vs_random(per_axis: int = 3, repeats: int = 2000, seed: int = 0) -> dic
     """Best loss found by a grid and by random search of the same size, over random problems.
 
     Each repeat draws the important parameter's optimum ``x*`` uniformly, then evaluates
-    :func:`low_dimensional_objective` on the ``per_axis``² grid points and on as many uniform random
-    points. Returns the best loss of each method per repeat (``"grid"``, ``"random"``).
+    :func:`low_dimensional_objective` on the ``per_axis``² grid points, on as many uniform random
+    points, and on as many quasi-random points (a scrambled Halton sequence, drawn afresh for every
+    repeat from a generator of its own, so that the other two arms do not depend on it). Returns the
+    best loss of each method per repeat (``"grid"``, ``"random"``, ``"quasi-random"``).
     """
+    from scipy.stats import qmc
+
     positive_int("repeats", repeats)
     rng = np.random.default_rng(seed)
     gx, gy = grid_points(per_axis)
@@ -377,7 +388,10 @@ def grid_vs_random(per_axis: int = 3, repeats: int = 2000, seed: int = 0) -> dic
     grid = low_dimensional_objective(gx[None, :], gy[None, :], x_star).min(axis=1)
     rx, ry = rng.uniform(size=(repeats, n)), rng.uniform(size=(repeats, n))
     random = low_dimensional_objective(rx, ry, x_star).min(axis=1)
-    return {"grid": grid, "random": random}
+    quasi_rng = np.random.default_rng([seed, 1])
+    halton = np.stack([qmc.Halton(d=2, scramble=True, seed=quasi_rng).random(n) for _ in range(repeats)])
+    quasi = low_dimensional_objective(halton[..., 0], halton[..., 1], x_star).min(axis=1)
+    return {"grid": grid, "random": random, "quasi-random": quasi}
 
 
 # ----------------------------------------------------------------------------------------------
