@@ -43,7 +43,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import Tensor, nn
 
-from deepgrad._checks import non_negative, one_of, positive_int
+from deepgrad._checks import finite, non_negative, one_of, positive_int
 from deepgrad.activations import LEAKY_SLOPE, PRELU_INIT
 
 if TYPE_CHECKING:
@@ -73,11 +73,6 @@ def _tensor(name: str, value: Any) -> Tensor:
         raise TypeError(f"{name} must be a torch.Tensor, got {type(value).__name__}")
     return value
 
-
-def _real(name: str, value: Any) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-        raise TypeError(f"{name} must be a finite real number, got {type(value).__name__} {value!r}")
-    return float(value)
 
 
 def fans(tensor: Tensor) -> tuple[int, int]:
@@ -129,7 +124,7 @@ def gain(activation: str, param: float | None = None) -> float:
         raise TypeError(f"activation must be a name (str), one of {', '.join(GAIN_NAMES)}; got {activation!r}")
     one_of("activation", activation, GAIN_NAMES)
     if activation in _SLOPE_DEFAULTS:
-        slope = _SLOPE_DEFAULTS[activation] if param is None else _real("param", param)
+        slope = _SLOPE_DEFAULTS[activation] if param is None else finite("param", param)
         return math.sqrt(2.0 / (1 + slope**2))
     if param is not None:
         raise ValueError(f"param (a negative slope) applies only to {', '.join(_SLOPE_DEFAULTS)}; "
@@ -154,7 +149,7 @@ def constant_(tensor: Tensor, value: float, generator: torch.Generator | None = 
     ``generator`` is accepted, and ignored, so that every scheme has the same signature.
     """
     _tensor("tensor", tensor)
-    value = _real("value", value)
+    value = finite("value", value)
     with torch.no_grad():
         return tensor.fill_(value)
 

@@ -32,7 +32,7 @@ from collections.abc import Callable
 import torch
 from torch import Tensor, nn
 
-from deepgrad._checks import non_negative, one_of, positive_int
+from deepgrad._checks import flag, non_negative, one_of, positive_int
 from deepgrad.diagnostics import Recorder
 
 #: Kinds of block: He et al.'s post-activation, the identity-mappings pre-activation, no shortcut.
@@ -42,11 +42,6 @@ KINDS = ("post", "pre", "plain")
 def _norm(width: int, norm: bool) -> nn.Module:
     return nn.BatchNorm1d(width) if norm else nn.Identity()
 
-
-def _flag(name: str, value: object) -> bool:
-    if not isinstance(value, bool):
-        raise TypeError(f"{name} must be True or False, got {value!r}")
-    return value
 
 
 class ResidualBlock(nn.Module):
@@ -75,8 +70,8 @@ class ResidualBlock(nn.Module):
         super().__init__()
         positive_int("width", width)
         one_of("kind", kind, KINDS)
-        _flag("norm", norm)
-        _flag("rezero", rezero)
+        flag("norm", norm)
+        flag("rezero", rezero)
         non_negative("shortcut_scale", shortcut_scale)
         non_negative("branch_scale", branch_scale)
         if kind == "plain" and (shortcut_scale != 1 or branch_scale != 1 or rezero):
@@ -141,7 +136,7 @@ class ResidualMLP(nn.Module):
         positive_int("width", width)
         positive_int("blocks", blocks)
         one_of("kind", kind, KINDS)
-        _flag("norm", norm)
+        flag("norm", norm)
         self.kind = kind
         self.stem = nn.Linear(in_features, width)
         self.stem_norm = _norm(width, norm) if kind != "pre" else nn.Identity()
