@@ -168,6 +168,7 @@ def test_markdown_table_has_one_row_per_outcome(digits):
                            Report(), 0.1, None)
     table = ablation.markdown_table({"good": good, "bad": bad}, target=0.9).splitlines()
     assert len(table) == 4 and "steps to 90%" in table[0]
+    assert "δ¹ / δ at last hidden layer" in table[0]
     assert table[2] == "| good | 93.8% | 20 | 3.2 × 10⁻⁷ | vanishing at layer 4 and below |"
     assert table[3].startswith("| bad | 10.0% | diverged |")
     with pytest.raises(ValueError, match="target"):

@@ -217,12 +217,13 @@ def markdown_table(outcomes: dict[str, Outcome], *, target: float) -> str:
 
     Columns: test accuracy (%), the step at which validation accuracy first reached ``target``
     ("never" if it did not; "diverged" if the run stopped on a non-finite loss), layer 1's
-    back-propagated gradient relative to the reference layer over the first steps, and the gradient
+    back-propagated gradient δ relative to the reference layer (the last hidden layer, see
+    :func:`deepgrad.diagnostics.reference_layer`) over the first steps, and the gradient
     report's verdict.
     """
 
     fraction("target", target, open_high=False)
-    lines = [f"| network | test accuracy | steps to {100 * target:.0f}% | layer-1 gradient / top | verdict |",
+    lines = [f"| network | test accuracy | steps to {100 * target:.0f}% | δ¹ / δ at last hidden layer | verdict |",
              "|---|---:|---:|---:|---|"]
     for name, out in outcomes.items():
         reached = out.steps_to(target)

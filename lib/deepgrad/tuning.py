@@ -352,8 +352,8 @@ def low_dimensional_objective(x: np.ndarray, y: np.ndarray, x_star: float, *, wi
                               weight: float = 0.02) -> np.ndarray:
     """A loss on the unit square that depends mostly on ``x``: a narrow well at ``x_star``.
 
-    f(x, y) = 1 − exp(−(x − x*)² / (2 w²)) + λ · (y − 1/2)², with w = ``width`` and λ = ``weight``:
-    ``y`` changes the loss by at most λ/4, so it hardly matters (Bergstra & Bengio's "low effective
+    f(x, y) = 1 − exp(−(x − x*)² / (2 ω²)) + ν · (y − 1/2)², with ω = ``width`` and ν = ``weight``:
+    ``y`` changes the loss by at most ν/4, so it hardly matters (Bergstra & Bengio's "low effective
     dimensionality").
     """
     non_negative("width", width)
