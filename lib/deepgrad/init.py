@@ -356,7 +356,7 @@ def for_linear(name: str, **kwargs: Any) -> Callable[[nn.Linear], None]:
     ``kwargs`` (``std=``, ``gain=``, ``activation=``, ``generator=``, ...) are checked against the
     scheme's signature now, not at the first layer::
 
-        dg.models.MLP(64, 10, depth=30, init=init.for_linear("he_normal"))
+        dg.models.mlp_for(digits, depth=30, init=init.for_linear("he_normal", generator=g))
     """
     scheme = get(name)
     try:

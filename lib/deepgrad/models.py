@@ -3,17 +3,25 @@
 :class:`MLP` is the network of most chapters: ``depth`` hidden layers of ``width`` units, each
 ``Linear → [norm] → activation`` (or ``Linear → activation → [norm]``), then a linear output layer.
 With ``residual=True`` every hidden layer after the first adds its input to its output
-(a^l = a^{l-1} + f(z^l)), the skip connection of He et al. (2016).
+(a^l = a^{l-1} + f(z^l)), the skip connection of He et al. (2016). (He et al.'s two-layer blocks with
+batch norm are :class:`deepgrad.residual.ResidualMLP`, a different network.)
+
+:func:`mlp_for` builds an :class:`MLP` for a data set: sizes, device and dtype from the data, the
+weights drawn from a local seed (the global random state is left alone), an initialisation by name.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
+import torch
 from torch import Tensor, nn
 
 from deepgrad import activations
+from deepgrad import init as initialisation
 from deepgrad._checks import one_of, positive_int
+from deepgrad.data import Dataset
 
 #: Normalisation layers :class:`MLP` can insert (``None`` for none).
 NORMS = (None, "batch", "layer")
@@ -140,14 +148,6 @@ class MLP(nn.Module):
 # ----------------------------------------------------------------------------------------------
 # An MLP sized for a data set, seeded locally
 # ----------------------------------------------------------------------------------------------
-
-# The imports of this block stay with it (E402), so that the block reads on its own.
-from typing import Any  # noqa: E402
-
-import torch  # noqa: E402
-
-from deepgrad import init as initialisation  # noqa: E402
-from deepgrad.data import Dataset  # noqa: E402
 
 
 def mlp_for(data: Dataset, *, depth: int, width: int = 64, activation: str = "relu",
