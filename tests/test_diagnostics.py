@@ -373,7 +373,7 @@ def test_vanishing_headline_names_the_layers(layer, headline):
 
 
 # --------------------------------------------------------------------------------------------
-# Defects found on models the first tests never used (issue 15), and the vocabulary
+# Defects found on models the first tests never used, and the vocabulary
 # --------------------------------------------------------------------------------------------
 
 def _frozen_middle():
