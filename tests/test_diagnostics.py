@@ -563,3 +563,14 @@ def test_the_report_keeps_floats_not_tensors_once_a_step_is_complete():
     assert all(isinstance(v, float) for log in logs for parts in log.delta.values() for v, _ in parts)
     assert all(isinstance(v, float) for log in logs for v in log.update.values())
     assert all(len(series) == 50 for series in report.trace("output_grad_rms"))
+
+
+def test_the_verdict_compares_weight_gradients_with_the_reference_layer_too():
+    """δ and the weight gradient are both read against the reference layer, not the output layer."""
+    rows = [_row(1, 1e-4, wgrad=1e-3), _row(2, 0.5, wgrad=2.0), _row(3, 1.0, wgrad=1.0), _row(4, 3.0, wgrad=50.0)]
+    verdict = diagnostics.verdict_from_rows(rows, 3)
+    assert "1.0e-03× layer 3's" in verdict.evidence  # layer 1's weight gradient over layer 3's
+    assert "at layer 3" in verdict.evidence and "layer 4" not in verdict.evidence
+    # a frozen reference layer: the last trained layer stands in
+    rows[2] = _row(3, 1.0, trainable=False)
+    assert "× layer 4's" in diagnostics.verdict_from_rows(rows, 3).evidence

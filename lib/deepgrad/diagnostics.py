@@ -431,17 +431,21 @@ def verdict_from_rows(rows: Sequence[LayerHealth], reference: int, *, vanishing_
     first = measured[0]
     trained = [r for r in rows if r.trainable and not math.isnan(r.weight_grad_norm)]
     weights = ""
+    # the weight gradients are compared with the same reference layer as δ (the output layer's scale
+    # is set by the loss), or with the last trained layer when the reference layer is frozen
+    a = b = None
     if len(trained) >= 2:
-        a, b = trained[0], trained[-1]
+        a = trained[0]
+        b = next((r for r in trained if r.index == reference and r is not a), trained[-1])
         ratio = _ratio(a.weight_grad_norm, b.weight_grad_norm)
         weights = f"; weight-gradient norm at layer {a.index} is {ratio:.1e}× layer {b.index}'s"
     low = [r for r in measured if r.relative_grad < vanishing_below]
     if low:
         top = max(r.index for r in low)
         updates = ""
-        if len(trained) >= 2:
-            updates = (f"; update/weight ratio {trained[0].update_ratio:.1e} at layer {trained[0].index} vs "
-                       f"{trained[-1].update_ratio:.1e} at layer {trained[-1].index}")
+        if a is not None:
+            updates = (f"; update/weight ratio {a.update_ratio:.1e} at layer {a.index} vs "
+                       f"{b.update_ratio:.1e} at layer {b.index}")
         return Verdict("vanishing", top, (
             f"back-propagated gradient at layer {first.index} is {first.relative_grad:.1e}× layer {reference}'s "
             f"(threshold {vanishing_below:g}){weights}{updates}"))
