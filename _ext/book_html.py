@@ -1,5 +1,18 @@
 """Sphinx extension: the book's fixes to the HTML that the theme and docutils write.
 
+- **No buttons that point nowhere.** The repository's address has one place, ``repository.url`` in
+  ``_config.yml``; the repository keeps the placeholder ``OWNER/REPO`` there and the publishing
+  workflow replaces it by the repository it runs in (``tools/publish.py set-repository``). A build
+  whose address is still the placeholder (or empty) leaves out every button that would lead to it:
+  repository, edit, issues, and the Binder and Colab launch buttons.
+- **One header, working sidebar buttons.** pydata-sphinx-theme 0.17 adds a header bar of its own
+  above sphinx-book-theme's, holding a second search field and a second pair of ``.primary-toggle``
+  / ``.secondary-toggle`` buttons. The themes' scripts bind the first button of each class, the
+  hidden one in that bar, so the visible chapter-menu and page-contents buttons did nothing. With
+  ``navbar_persistent`` empty (the other ``navbar_*`` options already are, in sphinx-book-theme) the
+  theme writes no header bar at all: one button of each class remains, the visible one, and the
+  scripts bind it.
+
 - **Colab opens the executed notebook.** sphinx-book-theme points Colab at the chapter's source,
   ``chapters/<stem>.md``, which Colab cannot open. The publishing workflow pushes every executed
   chapter to the branch ``colab_notebooks_branch`` (``tools/publish.py notebooks``); the Colab
@@ -27,8 +40,28 @@ from pathlib import Path
 
 from sphinx.application import Sphinx
 
+#: The repository address of a build that has none (``_config.yml`` before publishing).
+PLACEHOLDER = "OWNER/REPO"
+_REPOSITORY_BUTTONS = ("use_repository_button", "use_edit_page_button", "use_issues_button",
+                       "use_source_button")
 _COLAB = re.compile(r"/blob/[^/]+/(?P<path>.+)\.(md|ipynb)$")
 _IMPORT_BASIC = re.compile(r"""@import\s+(url\()?["']?\.\./basic\.css["']?\)?\s*;""")
+
+
+def has_repository(url: str | None) -> bool:
+    """Whether ``url`` is a real repository address (not empty, not the placeholder)."""
+    return bool(url and url.strip()) and PLACEHOLDER not in url
+
+
+def _theme_options(app: Sphinx, config) -> None:
+    options = config.html_theme_options
+    # no header bar of pydata-sphinx-theme's own (see the module's docstring)
+    options.setdefault("navbar_persistent", [])
+    if not has_repository(options.get("repository_url")):
+        for button in _REPOSITORY_BUTTONS:
+            options[button] = False
+        options["repository_url"] = ""
+        options["launch_buttons"] = {}
 
 
 def _launch_and_bibliography(app: Sphinx, pagename, templatename, context, doctree) -> None:
@@ -67,6 +100,8 @@ def _inline_basic_css(app: Sphinx, exception) -> None:
 
 def setup(app: Sphinx):
     app.add_config_value("colab_notebooks_branch", "notebooks", "html")
+    # before the themes read their options (builder-inited)
+    app.connect("config-inited", _theme_options)
     # after sphinx-book-theme's launch buttons (priority 501)
     app.connect("html-page-context", _launch_and_bibliography, priority=600)
     app.connect("build-finished", _inline_basic_css)

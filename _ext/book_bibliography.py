@@ -1,0 +1,64 @@
+"""Sphinx extension: bibliography labels in the author-year form of the book's citations.
+
+The chapters cite author-year (``bibtex_reference_style: author_year``: "Glorot and Bengio (2010)"),
+but pybtex's ``plain`` style labels the entries of the bibliography [1], [2], ... so the reader could
+not match a citation to its entry by eye. The style ``book`` is ``plain`` (same formatting and order)
+with labels that read like the citations: "Glorot and Bengio, 2010", "He et al., 2015"; two works of
+the same authors and year get "2015a", "2015b".
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+
+from pybtex.plugin import register_plugin
+from pybtex.richtext import Text
+from pybtex.style.formatting.plain import Style as PlainStyle
+from pybtex.style.labels import BaseLabelStyle
+from sphinx.application import Sphinx
+
+
+def _surname(person) -> str:
+    """A person's last name(s) as printed, without BibTeX's braces."""
+    return Text.from_latex(" ".join(person.prelast_names + person.last_names)).render_as("text")
+
+
+def author_year(entry) -> str:
+    """``Surname, Year``, ``A and B, Year`` or ``A et al., Year`` (editors when there are no authors)."""
+    people = entry.persons.get("author") or entry.persons.get("editor") or []
+    names = [_surname(p) for p in people]
+    if not names:
+        who = entry.fields.get("organization") or entry.fields.get("title", entry.key)
+    elif len(names) == 1:
+        who = names[0]
+    elif len(names) == 2:
+        who = f"{names[0]} and {names[1]}"
+    else:
+        who = f"{names[0]} et al."
+    return f"{who}, {entry.fields.get('year', 'n.d.')}"
+
+
+class AuthorYearLabels(BaseLabelStyle):
+    """Author-year labels, with a, b, ... for works of the same authors and year."""
+
+    def format_labels(self, sorted_entries):
+        labels = [author_year(entry) for entry in sorted_entries]
+        total, seen = Counter(labels), Counter()
+        for label in labels:
+            if total[label] == 1:
+                yield label
+            else:
+                yield label + "abcdefghijklmnopqrstuvwxyz"[seen[label]]
+                seen[label] += 1
+
+
+class BookStyle(PlainStyle):
+    """pybtex's ``plain`` formatting and sorting, with :class:`AuthorYearLabels`."""
+
+    default_label_style = "book-author-year"
+
+
+def setup(app: Sphinx):
+    register_plugin("pybtex.style.labels", "book-author-year", AuthorYearLabels)
+    register_plugin("pybtex.style.formatting", "book", BookStyle)
+    return {"version": "1.0", "parallel_read_safe": True, "parallel_write_safe": True}
