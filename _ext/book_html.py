@@ -26,6 +26,9 @@
   twice, once as registered (file name ``None``) and once as the builder's (file name ``""``), and
   does not see that they are the same. Every page declared the same ``const`` twice and the browser
   threw "Identifier 'THEBE_JS_URL' has already been declared". Repeated scripts are dropped.
+- **Search ranks a chapter first for its own subject, and quotes prose.** ``static/book-search.js``,
+  on the search page only: Sphinx's scorer with a boost for the chapter whose title holds the query,
+  and result snippets without code, outputs or page chrome (see the script).
 - **No relative ``@import``.** pydata-sphinx-theme's ``_static/styles/theme.css`` is only
   ``@import "../basic.css"``. Browsers resolve that against the stylesheet, but tools that re-fetch
   stylesheets (axe-core's CSSOM preload among them) resolve it against the page and request a
@@ -40,6 +43,7 @@ from pathlib import Path
 
 from sphinx.application import Sphinx
 
+STATIC = Path(__file__).resolve().parent / "static"
 #: The repository address of a build that has none (``_config.yml`` before publishing).
 PLACEHOLDER = "OWNER/REPO"
 _REPOSITORY_BUTTONS = ("use_repository_button", "use_edit_page_button", "use_issues_button",
@@ -54,6 +58,7 @@ def has_repository(url: str | None) -> bool:
 
 
 def _theme_options(app: Sphinx, config) -> None:
+    config.html_static_path.append(str(STATIC))
     options = config.html_theme_options
     # no header bar of pydata-sphinx-theme's own (see the module's docstring)
     options.setdefault("navbar_persistent", [])
@@ -65,6 +70,9 @@ def _theme_options(app: Sphinx, config) -> None:
 
 
 def _launch_and_bibliography(app: Sphinx, pagename, templatename, context, doctree) -> None:
+    if pagename == "search":
+        # before searchtools.js, which keeps a Scorer that is already defined
+        app.add_js_file("book-search.js")
     branch = app.config.colab_notebooks_branch
     for group in context.get("header_buttons", []):
         if group.get("label") != "launch-buttons":

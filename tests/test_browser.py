@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import functools
 import http.server
+import math
 import os
 import re
 import shutil
@@ -366,3 +367,278 @@ def test_execution_report_lists_every_chapter_with_its_time_status_and_the_versi
     for software in ("Python", "PyTorch", deepgrad):
         version = re.search(re.escape(software) + r".*?</td>\s*<td><p>([^<]+)</p>", html, re.DOTALL)
         assert version and re.match(r"\d+\.\d+", version.group(1)), f"execution report: no version of {software}"
+
+
+# --- The reader's interactions: navigation, colour mode, search (each in a fresh context per width) ---
+
+#: The widths the book is read at: a phone (390 × 844) and a desktop (1280 × 900).
+WIDTHS = {390: 844, 1280: 900}
+#: A chapter in the middle of the book (it has a previous and a next page) with figures.
+MIDDLE, PREVIOUS, NEXT = "chapters/batchnorm.html", "chapters/initialization.html", "chapters/residuals.html"
+#: A chapter's subject, as a reader would search for it: the chapter must be the first result.
+SUBJECTS = {
+    "backprop": "backpropagation", "causes": "vanishing gradients", "diagnosing": "diagnosing",
+    "activations": "activation functions", "initialization": "weight initialisation", "batchnorm": "batch norm",
+    "residuals": "residual connections", "clipping": "gradient clipping", "recurrent": "recurrent networks",
+    "optimizers": "optimisers", "tuning": "early stopping", "capstone": "capstone",
+}
+
+
+@pytest.fixture
+def reader(book, request):
+    """A fresh page at the width ``request.param`` (offline like ``book``), and the errors it logged."""
+    width = request.param
+    context = book.browser.new_context(viewport={"width": width, "height": WIDTHS[width]})
+    errors: list[str] = []
+
+    def route(route):
+        if book._local(route.request.url):
+            route.continue_()
+        else:
+            errors.append(f"requested {route.request.url} (the page must work offline)")
+            route.abort("blockedbyclient")
+
+    context.route("**/*", route)
+    page = context.new_page()
+    page.set_default_timeout(30_000)
+    page.on("pageerror", lambda error: errors.append(f"uncaught exception: {error}"))
+    page.on("console", lambda m: errors.append(f"console error: {m.text}")
+            if m.type == "error" and "ERR_BLOCKED_BY_CLIENT" not in m.text else None)
+    try:
+        yield page, width, errors
+    finally:
+        context.close()
+
+
+def _path(page, book) -> str:
+    return urldefrag(page.url)[0].removeprefix(book.base)
+
+
+@pytest.mark.parametrize("page", PAGES)
+def test_one_header_and_one_button_of_each_sidebar(page):
+    """The themes' scripts bind the first ``.primary-toggle``/``.secondary-toggle``: there must be only one,
+    the visible one in the article header (no second header bar with its own buttons and search field)."""
+    html = (HTML / page).read_text(encoding="utf-8")
+    for toggle in ("primary-toggle", "secondary-toggle"):
+        count = len(re.findall(rf'<button class="[^"]*\b{toggle}\b', html))
+        assert count <= 1, f"{page}: {count} buttons with class {toggle}: the theme binds only the first"
+    header = re.search(r'<header id="pst-header".*?</header>', html, re.DOTALL)
+    assert header is None or "<button" not in header.group(0), \
+        f"{page}: the header bar with a second search field and sidebar buttons is back"
+
+
+@pytest.mark.parametrize("reader", list(WIDTHS), indirect=True, ids=lambda w: f"{w}px")
+def test_chapter_menu_opens_and_its_links_work(book, reader):
+    page, width, errors = reader
+    page.goto(book.base + MIDDLE, wait_until="load")
+    toggle = page.locator(".primary-toggle:visible")
+    assert toggle.count() == 1, f"{width}px: no visible chapter-menu button"
+    sidebar_link = page.locator(f'#pst-primary-sidebar a[href$="{NEXT.split("/")[1]}"]')
+    if width < 960:  # a phone: the menu is a modal panel that the button opens
+        assert not sidebar_link.is_visible(), f"{width}px: the chapter menu is open before the button is pressed"
+        toggle.click()
+        page.wait_for_function("() => document.querySelector('#pst-primary-sidebar-modal').open")
+        link = page.locator(f'#pst-primary-sidebar-modal a[href$="{NEXT.split("/")[1]}"]')
+    else:  # a desktop: the menu is shown; the button hides it and shows it again
+        assert sidebar_link.is_visible(), f"{width}px: the chapter menu is not shown"
+        toggle.click()
+        page.wait_for_timeout(500)
+        assert not sidebar_link.is_visible(), f"{width}px: the chapter-menu button does not hide the menu"
+        toggle.click()
+        page.wait_for_timeout(500)
+        link = sidebar_link
+    assert link.is_visible(), f"{width}px: the chapter menu did not open"
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(SCREENSHOTS / f"interaction-chapter-menu-{width}.png"))
+    link.click()
+    page.wait_for_url(f"**/{NEXT}")
+    assert _path(page, book) == NEXT
+    assert not errors, errors
+
+
+@pytest.mark.parametrize("reader", list(WIDTHS), indirect=True, ids=lambda w: f"{w}px")
+def test_page_contents_open_and_their_links_work(book, reader):
+    page, width, errors = reader
+    page.goto(book.base + MIDDLE, wait_until="load")
+    toggle = page.locator(".secondary-toggle:visible")
+    if width < 1200:  # the page's contents are behind the button
+        assert toggle.count() == 1, f"{width}px: no visible page-contents button"
+        toggle.click()
+        page.wait_for_function("() => document.querySelector('#pst-secondary-sidebar-modal').open")
+        links = page.locator("#pst-secondary-sidebar-modal a.nav-link")
+    else:  # a desktop: the contents are shown beside the text
+        links = page.locator("#pst-secondary-sidebar a.nav-link")
+    assert links.count() >= 3 and links.nth(1).is_visible(), f"{width}px: the page's contents did not open"
+    page.screenshot(path=str(SCREENSHOTS / f"interaction-page-contents-{width}.png"))
+    fragment = links.nth(1).get_attribute("href")
+    links.nth(1).click()
+    page.wait_for_function("hash => window.location.hash === hash", arg=fragment)
+    heading = page.locator(fragment)
+    assert heading.count() == 1, f"{width}px: the contents link {fragment} has no target"
+    page.wait_for_timeout(500)
+    box = heading.bounding_box()
+    assert box is not None and 0 <= box["y"] < WIDTHS[width], f"{width}px: {fragment} was not scrolled into view"
+    assert not errors, errors
+
+
+@pytest.mark.parametrize("reader", list(WIDTHS), indirect=True, ids=lambda w: f"{w}px")
+def test_previous_and_next_links_work(book, reader):
+    page, width, errors = reader
+    page.goto(book.base + MIDDLE, wait_until="load")
+    page.locator("a.right-next").click()
+    page.wait_for_url(f"**/{NEXT}")
+    page.locator("a.left-prev").click()
+    page.wait_for_url(f"**/{MIDDLE}")
+    page.locator("a.left-prev").click()
+    page.wait_for_url(f"**/{PREVIOUS}")
+    assert _path(page, book) == PREVIOUS
+    assert not errors, errors
+
+
+def test_no_page_links_to_the_placeholder_repository():
+    """While ``repository.url`` is the placeholder, no repository, edit, issue or launch button is built;
+    once publishing has set the address, no link may still point at OWNER/REPO."""
+    config = (ROOT / "_config.yml").read_text()
+    placeholder = re.search(r"^\s*url:\s*\S*OWNER/REPO", config, re.MULTILINE) is not None
+    for page in PAGES:
+        html = (HTML / page).read_text(encoding="utf-8")
+        assert "OWNER/REPO" not in html, f"{page}: a link to the placeholder repository OWNER/REPO"
+        if placeholder:
+            for button in ("mybinder.org/v2/", "colab.research.google.com/github/", "/edit/", "/issues/new"):
+                assert button not in html, f"{page}: a button to {button} although the book has no repository"
+
+
+def _switch_theme(page, wanted: str) -> None:
+    """Press the colour-mode button until the page is in ``wanted`` mode (it cycles light, dark, auto)."""
+    for _ in range(4):
+        if page.evaluate("() => document.documentElement.dataset.theme") == wanted:
+            return
+        page.locator(".theme-switch-button:visible").first.click()
+        page.wait_for_timeout(200)
+    raise AssertionError(f"the colour-mode button never switched the page to {wanted} mode")
+
+
+#: Draws one swatch per series colour (and black text) on white, as the book's figures are drawn.
+_SWATCHES = """colors => new Promise(resolve => {
+  const canvas = document.createElement("canvas");
+  canvas.width = 40 * (colors.length + 2); canvas.height = 40;
+  const g = canvas.getContext("2d");
+  g.fillStyle = "#ffffff"; g.fillRect(0, 0, canvas.width, 40);
+  [...colors, "#000000"].forEach((c, i) => { g.fillStyle = c; g.fillRect(40 * (i + 1) + 5, 5, 30, 30); });
+  const figure = document.createElement("figure"); figure.id = "swatch-figure";
+  const img = new Image(); img.alt = "swatches"; img.src = canvas.toDataURL("image/png");
+  img.style.cssText = "width:" + canvas.width + "px;height:40px;max-width:none";
+  figure.appendChild(img);
+  document.querySelector(".bd-content article").prepend(figure);
+  img.decode().then(() => resolve(canvas.width));
+})"""
+
+
+def _relative_luminance(rgb) -> float:
+    def linear(c):
+        c /= 255
+        return c / 12.92 if c <= 0.04045 else ((c + 0.055) / 1.055) ** 2.4
+    r, g, b = (linear(c) for c in rgb[:3])
+    return 0.2126 * r + 0.7152 * g + 0.0722 * b
+
+
+def _contrast(a, b) -> float:
+    la, lb = sorted((_relative_luminance(a), _relative_luminance(b)), reverse=True)
+    return (la + 0.05) / (lb + 0.05)
+
+
+def _lab(rgb):
+    def linear(c):
+        c /= 255
+        return c / 12.92 if c <= 0.04045 else ((c + 0.055) / 1.055) ** 2.4
+    r, g, b = (linear(c) for c in rgb[:3])
+    x, y, z = (0.4124 * r + 0.3576 * g + 0.1805 * b) / 0.95047, 0.2126 * r + 0.7152 * g + 0.0722 * b, \
+        (0.0193 * r + 0.1192 * g + 0.9505 * b) / 1.08883
+    f = [t ** (1 / 3) if t > 0.008856 else 7.787 * t + 16 / 116 for t in (x, y, z)]
+    return 116 * f[1] - 16, 500 * (f[0] - f[1]), 200 * (f[1] - f[2])
+
+
+def _series_colours() -> list[str]:
+    try:
+        from deepgrad.plotting import PALETTE
+    except ImportError:  # the book's environment has deepgrad; keep the Okabe-Ito defaults otherwise
+        PALETTE = {"blue": "#0072B2", "orange": "#E69F00", "green": "#009E73", "vermillion": "#D55E00",
+                   "sky": "#56B4E9", "purple": "#CC79A7"}
+    return sorted({c.upper() for name, c in PALETTE.items() if name not in ("yellow", "black")})
+
+
+@pytest.mark.parametrize("reader", list(WIDTHS), indirect=True, ids=lambda w: f"{w}px")
+def test_dark_mode_turns_the_figures_dark_and_keeps_their_colours_apart(book, reader):
+    """In dark mode the figures (drawn for white) are shown as dark figures, not bright panels:
+    their background matches the dark page, their text is light, every series colour keeps its hue
+    family, stays apart from the others and reads against the background at least as well as in
+    light mode. Switching back to light restores them. Screenshots of both modes are written."""
+    import io
+
+    from PIL import Image
+
+    page, width, errors = reader
+    chapter = "chapters/activations.html"
+    page.goto(book.base + chapter, wait_until="load")
+    page.evaluate(_SETTLE)
+    colours = _series_colours()
+    page.evaluate(_SWATCHES, colours)
+    figure = page.locator("#swatch-figure img")
+    measured = {}
+    for mode in ("light", "dark"):
+        _switch_theme(page, mode)
+        page.wait_for_timeout(300)
+        shot = Image.open(io.BytesIO(figure.screenshot(animations="disabled"))).convert("RGB")
+        measured[mode] = [shot.getpixel((40 * i + 20, 20)) for i in range(len(colours) + 2)]
+        filters = page.evaluate("""() => Array.from(document.querySelectorAll(".bd-content figure img"),
+                                  img => getComputedStyle(img).filter)""")
+        assert filters, f"{chapter}: no figure found"
+        if mode == "dark":
+            assert all("invert" in f for f in filters), f"dark mode: figures without the dark treatment: {filters}"
+        else:
+            assert all(f == "none" for f in filters), f"light mode: figures are filtered: {filters}"
+        page.locator(".bd-content figure img").nth(1).scroll_into_view_if_needed()
+        page.screenshot(path=str(SCREENSHOTS / f"interaction-figures-{mode}-{width}.png"))
+    background = page.evaluate("() => getComputedStyle(document.body).backgroundColor")
+    page_bg = tuple(int(v) for v in re.findall(r"\d+", background)[:3])
+    dark_bg, *dark_series, dark_text = measured["dark"]
+    light_bg, *light_series, _ = measured["light"]
+    assert max(abs(a - b) for a, b in zip(dark_bg, page_bg, strict=True)) <= 12, \
+        f"dark mode: figure background {dark_bg} differs from the page's {page_bg}"
+    assert _contrast(dark_text, dark_bg) >= 12, f"dark mode: figure text {dark_text} on {dark_bg} is not light"
+    labs = [_lab(c) for c in dark_series]
+    for i, colour in enumerate(colours):
+        light_contrast, dark_contrast = _contrast(light_series[i], light_bg), _contrast(dark_series[i], dark_bg)
+        assert dark_contrast >= min(3.0, light_contrast), \
+            f"{colour}: contrast {dark_contrast:.2f} against the dark figure (light mode: {light_contrast:.2f})"
+        hue_light, hue_dark = (math.degrees(math.atan2(lab[2], lab[1])) for lab in (_lab(light_series[i]), labs[i]))
+        assert abs((hue_dark - hue_light + 180) % 360 - 180) <= 35, \
+            f"{colour}: hue moved from {hue_light:.0f}° to {hue_dark:.0f}° in dark mode"
+        for j in range(i):
+            distance = math.dist(labs[i], labs[j])
+            assert distance >= 20, f"dark mode: {colour} and {colours[j]} are {distance:.1f} ΔE apart"
+    assert not errors, errors
+
+
+@pytest.mark.parametrize("reader", [1280], indirect=True, ids=lambda w: f"{w}px")
+def test_search_ranks_each_chapter_first_for_its_subject_and_quotes_prose(book, reader):
+    from urllib.parse import quote
+
+    page, _, errors = reader
+    wrong = []
+    for stem, query in SUBJECTS.items():
+        page.goto(book.base + "search.html?q=" + quote(query), wait_until="load")
+        page.wait_for_function("() => (document.querySelector('#search-results p.search-summary') || {}).textContent")
+        page.wait_for_function("() => document.querySelectorAll('#search-results ul.search > li p.context').length > 0")
+        results = page.evaluate("""() => Array.from(document.querySelectorAll('#search-results ul.search > li'),
+            li => [li.querySelector('a').getAttribute('href'),
+                   (li.querySelector('p.context') || {}).textContent || ''])""")
+        first = results[0][0] if results else "(nothing)"
+        if not first.startswith(f"chapters/{stem}.html"):
+            wrong.append(f"{query!r}: first result {first}, not chapters/{stem}.html")
+        for href, snippet in results[:5]:
+            code = re.search(r"\bimport \w+|\bdg\.\w+\(|\bdef \w+\(|print\(|>>>|\\\(|\$\$", snippet)
+            if code:
+                wrong.append(f"{query!r}: the snippet of {href} quotes code or TeX: {snippet[:100]!r}")
+    assert not wrong, "\n".join(wrong)
+    assert not errors, errors
