@@ -29,6 +29,9 @@
 - **Search ranks a chapter first for its own subject, and quotes prose.** ``static/book-search.js``,
   on the search page only: Sphinx's scorer with a boost for the chapter whose title holds the query,
   and result snippets without code, outputs or page chrome (see the script).
+- **Hover previews.** ``static/book-previews.js``, on every page: a link to a glossary term, an
+  equation or a figure shows its target in a small panel on hover or keyboard focus (read from the
+  book's own pages; nothing is fetched from outside the site).
 - **No relative ``@import``.** pydata-sphinx-theme's ``_static/styles/theme.css`` is only
   ``@import "../basic.css"``. Browsers resolve that against the stylesheet, but tools that re-fetch
   stylesheets (axe-core's CSSOM preload among them) resolve it against the page and request a
@@ -110,6 +113,7 @@ def setup(app: Sphinx):
     app.add_config_value("colab_notebooks_branch", "notebooks", "html")
     # before the themes read their options (builder-inited)
     app.connect("config-inited", _theme_options)
+    app.add_js_file("book-previews.js", loading_method="defer")
     # after sphinx-book-theme's launch buttons (priority 501)
     app.connect("html-page-context", _launch_and_bibliography, priority=600)
     app.connect("build-finished", _inline_basic_css)

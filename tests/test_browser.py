@@ -644,3 +644,41 @@ def test_search_ranks_each_chapter_first_for_its_subject_and_quotes_prose(book, 
                 wrong.append(f"{query!r}: the snippet of {href} quotes code or TeX: {snippet[:100]!r}")
     assert not wrong, "\n".join(wrong)
     assert not errors, errors
+
+
+#: Links whose targets the hover preview shows: (page, link selector, what the panel must hold).
+PREVIEWS = [
+    ("chapters/batchnorm.html", 'a.reference.internal[href$="glossary.html#term-Batch-normalisation"]', "standardises"),
+    ("chapters/batchnorm.html", 'a.reference.internal[href="#fig-batchnorm-transform"]', "img"),
+    ("chapters/diagnosing.html", 'a.reference.internal[href="backprop.html#fig-backprop-histograms"]', "img"),
+    ("chapters/activations.html", 'a.reference.internal[href="#equation-eq-activations-delta"]', "mjx-container"),
+]
+
+
+@pytest.mark.parametrize("reader", [1280], indirect=True, ids=lambda w: f"{w}px")
+def test_hover_previews_of_terms_figures_and_equations(book, reader):
+    """Pointing at a glossary term, a figure reference or an equation reference shows its target
+    (typeset, images loaded) in a panel described to assistive technology; Escape closes it."""
+    page, _, errors = reader
+    for chapter, selector, holds in PREVIEWS:
+        page.goto(book.base + chapter, wait_until="load")
+        link = page.locator(f"article {selector}").first
+        link.scroll_into_view_if_needed()
+        link.hover()
+        panel = page.locator("#book-preview")
+        panel.wait_for(state="visible")
+        page.wait_for_timeout(500)
+        found = page.evaluate("""holds => { const p = document.getElementById("book-preview");
+            const images = Array.from(p.querySelectorAll("img"));
+            return {text: p.textContent, element: holds === "img" || holds.startsWith("mjx")
+                      ? p.querySelectorAll(holds).length : null,
+                    loaded: images.every(img => img.complete && img.naturalWidth > 0),
+                    rawTex: /\\\\\\(|\\\\\\[/.test(p.textContent)}; }""", holds)
+        what = f"{chapter}: preview of {selector}"
+        assert found["element"] != 0 if found["element"] is not None else holds in found["text"], f"{what}: {found}"
+        assert found["loaded"] and not found["rawTex"], f"{what}: images not loaded or maths not typeset: {found}"
+        assert link.get_attribute("aria-describedby") == "book-preview"
+        page.keyboard.press("Escape")
+        panel.wait_for(state="hidden")
+    page.screenshot(path=str(SCREENSHOTS / "interaction-preview.png"))
+    assert not errors, errors
