@@ -66,3 +66,12 @@ def test_bibliography_labels_read_like_the_citations():
     labels = list(book_bibliography.AuthorYearLabels().format_labels(entries))
     assert labels == ["Glorot and Bengio, 2010", "He et al., 2015a", "He et al., 2015b", "Hochreiter, 1991",
                       "von Neumann, 1945", "Ioffe and Szegedý, 2015"]
+
+
+def test_citations_carry_the_letter_of_their_label():
+    """Two works of the same authors and year are cited as 2016a and 2016b, as they are labelled."""
+    labelled = SimpleNamespace(label="He et al., 2016a")
+    assert str(book_bibliography.labelled_year.format_data({"formatted_entry": labelled})) == "2016a"
+    single = {"formatted_entry": SimpleNamespace(label="Hochreiter, 1991"),
+              "entry": _entry("d", ["Hochreiter, S"], "1991")}
+    assert str(book_bibliography.labelled_year.format_data(single)) == "1991"
