@@ -14,6 +14,12 @@ without the internet. Each page is loaded once, in one browser; then, per page:
   and the page still rendered: its stylesheets and fonts loaded and its equations typeset;
 - a full-page screenshot is written to ``_build/screenshots/`` (next to the HTML directory) for review.
 
+Then, as a reader at 390 px (a phone) and 1280 px (a desktop), each in a fresh browser context: the
+chapter menu, the page-contents button and previous/next are clicked and their panels and links
+checked; the colour mode is switched and the figures' dark treatment measured (screenshots
+``interaction-*.png``); each chapter's subject is searched for; hover previews are opened. No page
+may link to the placeholder repository ``OWNER/REPO``.
+
 The browser is ``BOOK_CHROMIUM`` if set, else the first of /usr/bin/chromium, chromium, chromium-browser,
 google-chrome found; without one (or without Playwright) the tests are skipped and say why.
 """
