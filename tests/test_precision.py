@@ -236,9 +236,18 @@ def test_train_loss_factor_is_exact_in_float32_and_flushes_float16():
     plain = precision.train(0, **kwargs)
     scaled = precision.train(0, loss_factor=2.0 ** -20, **kwargs)
     assert plain == scaled
-    start = precision.train(0, dtype=torch.float16, loss_factor=2.0 ** -20, result="history", **kwargs)[0]
-    assert start.val_loss[0] == start.val_loss[-1] * 1.0  # not a single parameter moved
+    start = precision.train(0, dtype=torch.float16, loss_factor=2.0 ** -20, result="run", **kwargs)
+    fresh = dg.models.mlp_for(DIGITS, depth=2, width=16, init="he_normal", seed=0)
+    assert all(torch.equal(p, q) for p, q in zip(start.model.parameters(), fresh.parameters(), strict=True))
+    start = start.history  # not a single parameter moved
     rescued = precision.train(0, dtype=torch.float16, loss_factor=2.0 ** -20, scaling="dynamic", **kwargs)
     assert rescued < start.val_loss[-1] / 2.0 ** -20 - 0.1
     with pytest.raises(ValueError):
         precision.train(0, scaling="static")
+
+
+def test_gradient_error_is_zero_in_float32_and_larger_in_bfloat16_than_in_float16():
+    assert precision.gradient_error(0, dtype=torch.float32) == 0.0
+    half = precision.gradient_error(0, dtype=torch.float16)
+    brain = precision.gradient_error(0, dtype=torch.bfloat16)
+    assert 0 < half < 0.05 and brain > 2 * half

@@ -33,8 +33,9 @@ from deepgrad.diagnostics import Recorder
 from deepgrad.train import Callback, Loss, Run
 
 __all__ = [
-    "FORMATS", "Format", "LossScaler", "amp_steps", "LossScaling", "ScaledLoss", "SimulatedLinear", "cast", "deltas",
-    "describe", "fractions_below", "from_bits", "round_to", "simulate", "smallest_subnormal", "train",
+    "FORMATS", "Format", "LossScaler", "LossScaling", "ScaledLoss", "SimulatedLinear", "Trained", "amp_steps",
+    "cast", "deltas", "describe", "fractions_below", "from_bits", "gradient_error", "round_to", "simulate",
+    "smallest_subnormal", "train",
 ]
 
 #: The three formats of the chapter, widest first.
@@ -416,26 +417,34 @@ def amp_steps(scaler, model: nn.Module, optimizer: torch.optim.Optimizer, batche
 # One run at a chosen precision (module level, for deepgrad.evidence.compare's workers)
 # ----------------------------------------------------------------------------------------------
 
-def train(seed: int, *, dtype: torch.dtype = torch.float32, scaling: str = "none", depth: int = 8,
-          width: int = 64, init: str | None = None, steps: int = 300, lr: float = 0.1,
+@dataclass
+class Trained:
+    """What :func:`train` returns with ``result="run"``: the history, the scaler (or None) and the model."""
+
+    history: object
+    scaler: LossScaler | None
+    model: nn.Module
+
+
+def train(seed: int, *, dtype: torch.dtype = torch.float32, scaling: str = "none", depth: int = 4,
+          width: int = 64, init: str | None = "he_normal", steps: int = 150, lr: float = 0.01,
           loss_factor: float = 1.0, batch_size: int = 64, init_scale: float = 2.0 ** 16,
-          growth_interval: int = 100, result: str = "val_loss") -> float | tuple:
+          growth_interval: int = 100, result: str = "val_loss") -> float | Trained:
     """Train ``dg.models.mlp_for(digits, depth, width, init, seed=seed)`` with SGD (momentum 0.9) for
     ``steps`` steps in ``dtype`` (simulated with :func:`simulate` unless float32); return ``result``.
 
     ``scaling`` is ``"none"`` or ``"dynamic"`` (a :class:`LossScaler` from ``init_scale`` with
     ``growth_interval``). ``loss_factor`` multiplies the loss (and the learning rate is divided by it,
     so that in exact arithmetic the run does not change). ``result``: ``"val_loss"`` (the final
-    validation loss), ``"val_accuracy"``, or ``"history"`` (the :class:`deepgrad.train.History` and the
-    scaler, for plotting).
+    validation loss, the loss factor divided out), ``"val_accuracy"``, or ``"run"`` (a :class:`Trained`).
     """
     from deepgrad import data, models, repro
     from deepgrad import train as training
 
     if scaling not in ("none", "dynamic"):
         raise ValueError(f"scaling must be one of 'none', 'dynamic'; got {scaling!r}")
-    if result not in ("val_loss", "val_accuracy", "history"):
-        raise ValueError(f"result must be one of 'val_loss', 'val_accuracy', 'history'; got {result!r}")
+    if result not in ("val_loss", "val_accuracy", "run"):
+        raise ValueError(f"result must be one of 'val_loss', 'val_accuracy', 'run'; got {result!r}")
     positive("loss_factor", loss_factor)
     digits = data.load_digits()
     model = simulate(models.mlp_for(digits, depth=depth, width=width, init=init, seed=seed), dtype)
@@ -452,9 +461,32 @@ def train(seed: int, *, dtype: torch.dtype = torch.float32, scaling: str = "none
     history = training.fit(model, digits, optimizer, steps=steps, batch_size=batch_size,
                            loss_fn=loss_fn if scaler is None else ScaledLoss(scaler, loss_fn),
                            generator=repro.seed_everything(seed), callbacks=callbacks)
-    if result == "history":
-        return history, scaler
+    if result == "run":
+        return Trained(history, scaler, model)
     if history.diverged:
         return math.nan
     final = getattr(history, result)[-1]
     return final / loss_factor if result == "val_loss" else final
+
+
+def gradient_error(seed: int, *, dtype: torch.dtype, depth: int = 4, width: int = 64,
+                   init: str | None = "he_normal", batch_size: int = 64, loss_scale: float = 1.0) -> float:
+    """‖g_dtype − g_32‖ / ‖g_32‖ over all parameters: how far the gradient of one mini-batch computed in
+    simulated ``dtype`` (with the loss scaled by ``loss_scale`` and the gradient unscaled) is from float32's.
+
+    The network is ``mlp_for(digits, depth, width, init, seed=seed)``; the batch the first
+    ``batch_size`` training examples of a permutation drawn with ``seed``.
+    """
+    from deepgrad import data, models
+
+    digits = data.load_digits()
+    order = torch.randperm(len(digits.train), generator=torch.Generator().manual_seed(seed))[:batch_size]
+    x, y = digits.train.x[order], digits.train.y[order]
+    grads = []
+    for kind in (torch.float32, dtype):
+        model = simulate(models.mlp_for(digits, depth=depth, width=width, init=init, seed=seed), kind)
+        scale = 1.0 if kind == torch.float32 else loss_scale
+        loss = F.cross_entropy(model(x), y) * scale
+        grads.append(torch.cat([g.flatten() for g in torch.autograd.grad(loss, list(model.parameters()))]) / scale)
+    reference, low = (g.double() for g in grads)
+    return float(torch.linalg.vector_norm(low - reference) / torch.linalg.vector_norm(reference))
