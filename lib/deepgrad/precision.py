@@ -427,14 +427,16 @@ class Trained:
 
 
 def train(seed: int, *, dtype: torch.dtype = torch.float32, scaling: str = "none", depth: int = 4,
-          width: int = 64, init: str | None = "he_normal", steps: int = 150, lr: float = 0.01,
+          width: int = 64, init: str | None = "he_normal", steps: int = 100, lr: float = 0.01,
           loss_factor: float = 1.0, batch_size: int = 64, init_scale: float = 2.0 ** 16,
-          growth_interval: int = 100, result: str = "val_loss") -> float | Trained:
+          growth_interval: int = 100, eval_every: int | None = None,
+          result: str = "val_loss") -> float | Trained:
     """Train ``dg.models.mlp_for(digits, depth, width, init, seed=seed)`` with SGD (momentum 0.9) for
     ``steps`` steps in ``dtype`` (simulated with :func:`simulate` unless float32); return ``result``.
 
     ``scaling`` is ``"none"`` or ``"dynamic"`` (a :class:`LossScaler` from ``init_scale`` with
-    ``growth_interval``). ``loss_factor`` multiplies the loss (and the learning rate is divided by it,
+    ``growth_interval``). The model is evaluated on the validation split every ``eval_every`` steps
+    (default: ``steps // 20``). ``loss_factor`` multiplies the loss (and the learning rate is divided by it,
     so that in exact arithmetic the run does not change). ``result``: ``"val_loss"`` (the final
     validation loss, the loss factor divided out), ``"val_accuracy"``, or ``"run"`` (a :class:`Trained`).
     """
@@ -460,7 +462,7 @@ def train(seed: int, *, dtype: torch.dtype = torch.float32, scaling: str = "none
         callbacks.append(LossScaling(scaler))
     history = training.fit(model, digits, optimizer, steps=steps, batch_size=batch_size,
                            loss_fn=loss_fn if scaler is None else ScaledLoss(scaler, loss_fn),
-                           generator=repro.seed_everything(seed), callbacks=callbacks)
+                           generator=repro.seed_everything(seed), callbacks=callbacks, eval_every=eval_every)
     if result == "run":
         return Trained(history, scaler, model)
     if history.diverged:
