@@ -161,16 +161,19 @@ def test_loss_scaler_equals_grad_scaler_step_for_step(optimizer_cls, opt, factor
         assert torch.equal(a, b)                     # the same parameters
 
 
-def test_the_training_loop_with_loss_scaling_equals_the_amp_recipe():
+@pytest.mark.parametrize("make_optimizer", [lambda ps: torch.optim.SGD(ps, lr=0.05, momentum=0.9),
+                                            lambda ps: torch.optim.Adam(ps, lr=1e-3)], ids=["sgd", "adam"])
+def test_the_training_loop_with_loss_scaling_equals_the_amp_recipe(make_optimizer):
+    """Skipping by dropping the gradients leaves parameters and optimiser state as a skipped step() does."""
     steps = 30
     settings = dict(init_scale=2.0 ** 24, growth_interval=4)
     model = precision.simulate(_model(seed=3), torch.float16)
     twin = copy.deepcopy(model)
     reference = precision.LossScaler(**settings)
-    opt = torch.optim.SGD(twin.parameters(), lr=0.05, momentum=0.9)
+    opt = make_optimizer(twin.parameters())
     precision.amp_steps(reference, twin, opt, _batches(steps), max_grad_norm=1.0)
     scaler = precision.LossScaler(**settings)
-    history = dg.train.loop(model, _batches(steps), torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9),
+    history = dg.train.loop(model, _batches(steps), make_optimizer(model.parameters()),
                             step_loss=dg.train.supervised(precision.ScaledLoss(scaler)),
                             callbacks=[precision.LossScaling(scaler, max_grad_norm=1.0)])
     assert scaler.scales == reference.scales and scaler.skipped == reference.skipped

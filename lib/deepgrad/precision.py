@@ -265,7 +265,6 @@ class LossScaler:
         self.dynamic = flag("dynamic", dynamic)
         self._tracker = 0          # finite steps since the last change of S
         self._found_inf: bool | None = None  # None: this step's gradients not unscaled yet
-        self._stepped = False
         self.scales: list[float] = []
         self.skipped: list[int] = []
 
@@ -309,7 +308,6 @@ class LossScaler:
             self.unscale_(optimizer)
         if not self._found_inf:
             optimizer.step()
-        self._stepped = True
 
     def update(self) -> None:
         """The scale for the next step (dynamic: back off after an inf/NaN, grow after a run of finite steps)."""
@@ -330,7 +328,6 @@ class LossScaler:
                     self._tracker = 0
         self.scales.append(self._scale)
         self._found_inf = None
-        self._stepped = False
 
 
 class _ScaleGradient(torch.autograd.Function):
