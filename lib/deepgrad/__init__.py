@@ -23,6 +23,7 @@ Chapters import it as ``import deepgrad as dg``. Each module is one concept:
 - :mod:`deepgrad.plotting`    the book's figure style and shared plotting helpers
 - :mod:`deepgrad.book`        numbers as the book prints them (significant digits, 8.9 × 10⁻⁸) and one ``glue``
 - :mod:`deepgrad.evidence`    paired comparisons of two arms over seeds: wins, mean difference, bootstrap interval
+- :mod:`deepgrad.precision`   float16/bfloat16 limits, simulated low-precision layers, δ underflow, loss scaling
 """
 
 from deepgrad import (
@@ -39,6 +40,7 @@ from deepgrad import (
     normalization,
     optim,
     plotting,
+    precision,
     propagation,
     recurrent,
     repro,
@@ -63,6 +65,7 @@ __all__ = [
     "normalization",
     "optim",
     "plotting",
+    "precision",
     "propagation",
     "recurrent",
     "repro",
