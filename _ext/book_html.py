@@ -1,5 +1,10 @@
 """Sphinx extension: the book's fixes to the HTML that the theme and docutils write.
 
+- **Executions for the book.** ``DEEPGRAD_BOOK=1`` is set in the build's environment, which the
+  kernels MyST-NB starts inherit, so that ``dg.glue`` and ``dg.plotting.glue_figure`` hand their
+  values to MyST-NB (outside the book they show them instead: ``deepgrad.book.in_book``). The
+  Makefile sets it too; this covers a ``jupyter-book build`` started by hand.
+
 - **Colab opens the executed notebook.** sphinx-book-theme points Colab at the chapter's source,
   ``chapters/<stem>.md``, which Colab cannot open. The publishing workflow pushes every executed
   chapter to the branch ``colab_notebooks_branch`` (``tools/publish.py notebooks``); the Colab
@@ -22,6 +27,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 from pathlib import Path
 
@@ -66,6 +72,7 @@ def _inline_basic_css(app: Sphinx, exception) -> None:
 
 
 def setup(app: Sphinx):
+    os.environ["DEEPGRAD_BOOK"] = "1"  # before MyST-NB executes anything (see the module docstring)
     app.add_config_value("colab_notebooks_branch", "notebooks", "html")
     # after sphinx-book-theme's launch buttons (priority 501)
     app.connect("html-page-context", _launch_and_bibliography, priority=600)
