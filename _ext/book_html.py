@@ -5,10 +5,12 @@
   values to MyST-NB (outside the book they show them instead: ``deepgrad.book.in_book``). The
   Makefile sets it too; this covers a ``jupyter-book build`` started by hand.
 
-- **Colab opens the executed notebook.** sphinx-book-theme points Colab at the chapter's source,
-  ``chapters/<stem>.md``, which Colab cannot open. The publishing workflow pushes every executed
-  chapter to the branch ``colab_notebooks_branch`` (``tools/publish.py notebooks``); the Colab
-  button opens ``chapters/<stem>.ipynb`` there.
+- **Colab and Binder open the learner notebook.** sphinx-book-theme points Colab and Binder at the
+  chapter's source, ``chapters/<stem>.md``: Colab cannot open it, and JupyterLab shows its MyST
+  markup raw. The publishing workflow pushes every chapter's learner notebook (``tools/learner.py``:
+  numbers and figures in the text, no MyST) to the branch ``colab_notebooks_branch``, with what
+  ``binder/`` installs (``tools/publish.py notebooks``); both buttons open ``chapters/<stem>.ipynb``
+  there. (The page's ``.ipynb`` download is the same notebook: ``tools/learner.py`` writes it.)
 - **The bibliography is a valid list.** docutils marks each entry ``role="doc-biblioentry"`` inside
   a ``role="list"``: that role is deprecated (DPUB-ARIA 1.1) and not a list item, so assistive
   technologies (and axe-core's ``aria-required-children``) see a list without items. Each entry
@@ -34,6 +36,8 @@ from pathlib import Path
 from sphinx.application import Sphinx
 
 _COLAB = re.compile(r"/blob/[^/]+/(?P<path>.+)\.(md|ipynb)$")
+_BINDER = re.compile(r"/v2/(?P<provider>gh|gl|git)/(?P<repo>.+)/[^/?]+"
+                     r"\?urlpath=(?P<ui>[\w/]*?tree)/(?P<path>.+)\.(md|ipynb)$")
 _IMPORT_BASIC = re.compile(r"""@import\s+(url\()?["']?\.\./basic\.css["']?\)?\s*;""")
 
 
@@ -45,6 +49,9 @@ def _launch_and_bibliography(app: Sphinx, pagename, templatename, context, doctr
         for button in group.get("buttons", []):
             if button.get("text") == "Colab" and branch:
                 button["url"] = _COLAB.sub(rf"/blob/{branch}/\g<path>.ipynb", button["url"])
+            if button.get("text") == "Binder" and branch:
+                button["url"] = _BINDER.sub(rf"/v2/\g<provider>/\g<repo>/{branch}?urlpath=\g<ui>/\g<path>.ipynb",
+                                            button["url"])
     scripts = context.get("script_files")
     if scripts:
         unique, seen = [], set()
