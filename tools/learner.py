@@ -432,7 +432,8 @@ def details(summary: str, body: str) -> str:
 
 def _code_for_ast(source: str) -> str:
     """Python source without IPython magics (``%pip``, ``!ls``), for the ast module."""
-    return "\n".join("pass" if line.lstrip().startswith(("%", "!")) else line for line in source.split("\n"))
+    return "\n".join(line[:len(line) - len(line.lstrip())] + "pass" if line.lstrip().startswith(("%", "!"))
+                     else line for line in source.split("\n"))
 
 
 def names_bound(tree: ast.AST) -> set[str]:
@@ -606,9 +607,9 @@ def convert(nb: nbformat.NotebookNode, book: Book, stem: str,
                     out.append(nbformat.v4.new_markdown_cell(details(solution_title(solution_label, book), body)))
                     solution = None
                 elif solution is not None:
-                    solution.append(convert_markdown(value, ctx))
+                    solution.append(convert_markdown(value, ctx).strip("\n"))
                 else:
-                    out.append(nbformat.v4.new_markdown_cell(convert_markdown(value, ctx)))
+                    out.append(nbformat.v4.new_markdown_cell(convert_markdown(value, ctx).strip("\n")))
             continue
         if not keep[index]:
             continue
