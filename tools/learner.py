@@ -201,20 +201,32 @@ def _text(data) -> str:
 
 def glue_text(glued: dict[str, dict], body: str, role: str) -> str:
     """The text a ``{glue}``/``{glue:text}``/``{glue:md}`` role shows (MyST-NB's rules)."""
-    key, _, spec = body.partition(":") if role == "glue:text" else (body, "", "")
+    key, spec = body.rsplit(":", 1) if role == "glue:text" and ":" in body else (body, "")
     key = key.strip()
     if key not in glued:
         raise LearnerError(f"glue key {key!r} not found")
     bundle = glued[key]
-    if role in ("glue", "glue:any", "glue:md") and "text/markdown" in bundle:
+    if role != "glue:text" and "text/markdown" in bundle:
         return _text(bundle["text/markdown"]).strip()
     text = _text(bundle.get("text/plain", "")).strip()
-    if spec:
-        try:
-            return format(float(text), spec)
-        except ValueError:
-            return format(text, spec)
-    return text.strip("'\"") if role == "glue:text" else text
+    return format_plain(text, spec or "s") if role == "glue:text" else text
+
+
+def format_plain(text: str, spec: str) -> str:
+    """``{glue:text}`key:spec``: the stored text read as a Python literal, converted as the format
+    type asks (``d`` an int, ``f``/``e``/``g``/``%`` a float, ``s`` a str) and formatted."""
+    try:
+        value = ast.literal_eval(text)
+    except (SyntaxError, ValueError):
+        value = text
+    kind = spec[-1]
+    if kind == "s":
+        value = str(value)
+    elif kind in "bcdoxX":
+        value = int(value)
+    elif kind in "eEfFgGn%":
+        value = float(value)
+    return format(value, spec)
 
 
 # --- inline roles --------------------------------------------------------------------------------
@@ -443,6 +455,8 @@ def names_bound(tree: ast.AST) -> set[str]:
             bound.add(node.id)
         elif isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
             bound.add(node.name)
+        elif isinstance(node, ast.arg):
+            bound.add(node.arg)
         elif isinstance(node, (ast.Import, ast.ImportFrom)):
             bound.update((alias.asname or alias.name).split(".")[0] for alias in node.names)
     return bound
