@@ -57,9 +57,11 @@ nbval: $(STAMP)
 	$(TEST_ENV) $(BIN)/python tools/chapters.py nbval --jobs $(JOBS) --nbval-current-env \
 	    --nbval-sanitize-with tests/sanitize.cfg --nbval-cell-timeout=120 --stage-executions
 
-# The built book in a real browser (tests/test_browser.py): run after `book`; screenshots in _build/screenshots/
+# The built book in a real browser (tests/test_browser.py): run after `book`; screenshots in _build/screenshots/.
+# Then every built chapter as a learner notebook (tests/test_learner.py; `unit` ran it without a build).
 browser: book
 	$(BIN)/python -m pytest tests/test_browser.py
+	$(BIN)/python -m pytest tests/test_learner.py -k built_chapter
 
 test: unit nbval book browser
 
