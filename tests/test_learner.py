@@ -157,7 +157,7 @@ def test_fixture_text_reads_like_the_book(converted):
     assert f"[Glorot and Bengio (2010)]({book}references.html)" in text
     assert "([Glorot and Bengio, 2010; He et al., 2015]" in text
     assert f"[vanishing gradient]({book}glossary.html#term-Vanishing-gradient)" in text
-    assert "\\diag(x)\n\\tag{3.4}\n$$" in text
+    assert "\\operatorname{diag}(x)\n\\tag{3.4}\n$$" in text  # the macro written out, the number tagged
     assert "**Fig. 3.1** The curve falls." in text
     assert "> **What you will learn**" in text and "> **Proposition 3.1 (A bound).** It shrinks." in text
     assert "*Proof.* By the chain rule." in text

@@ -19,7 +19,7 @@ and figures nowhere. This turns each chapter of a built book into a notebook tha
 - hidden cells (``remove-cell``) that only check or glue dropped: a hidden cell is kept when a later
   cell reads a name it binds or when it changes state that later cells see (seeds, training,
   in-place changes), and the install cell is kept, pointing at the repository;
-- the book's TeX macros (``_config.yml``) defined in a first Markdown cell.
+- the book's TeX macros (``_config.yml``) defined in a first Markdown cell, and written out where used.
 
 Outside a build of the book (``DEEPGRAD_BOOK`` unset) ``dg.glue`` and ``glue_figure`` show their values
 and figures where they are made, so a learner who runs the notebook sees them again under the code.
@@ -289,7 +289,23 @@ def convert_role(name: str, body: str, book: Book, glued: dict[str, dict]) -> st
 
 
 def convert_roles(text: str, book: Book, glued: dict[str, dict]) -> str:
-    """Every role of a Markdown text, outside code spans and fenced code blocks."""
+    """Every role of a Markdown text, outside fenced code blocks."""
+    return _outside_code(text, lambda line: ROLE.sub(lambda m: convert_role(m["name"], m["body"], book, glued), line))
+
+
+def expand_macros(text: str, macros: dict[str, str]) -> str:
+    """The book's TeX macros written out (``\\diag`` -> ``\\operatorname{diag}``), outside code blocks.
+
+    The first cell defines them too, which is enough for JupyterLab; a renderer that typesets each
+    cell on its own (Colab's or GitHub's may) would not see a definition made in another cell."""
+    if not macros:
+        return text
+    pattern = re.compile(r"\\(" + "|".join(map(re.escape, sorted(macros, key=len, reverse=True))) + r")(?![A-Za-z])")
+    return _outside_code(text, lambda line: pattern.sub(lambda m: macros[m[1]], line))
+
+
+def _outside_code(text: str, change) -> str:
+    """``change`` applied to every line of a Markdown text that is not inside a fenced code block."""
     out, in_fence = [], None
     for line in text.split("\n"):
         stripped = line.lstrip()
@@ -303,7 +319,7 @@ def convert_roles(text: str, book: Book, glued: dict[str, dict]) -> str:
             in_fence = fence[1]
             out.append(line)
             continue
-        out.append(ROLE.sub(lambda m: convert_role(m["name"], m["body"], book, glued), line))
+        out.append(change(line))
     return "\n".join(out)
 
 
@@ -645,6 +661,8 @@ def convert(nb: nbformat.NotebookNode, book: Book, stem: str,
     })
     for position, cell in enumerate(learner.cells):
         cell["id"] = f"{stem}-{position}"
+        if cell.cell_type == "markdown" and position > 0:
+            cell.source = expand_macros(cell.source, book.macros)
     return learner, ctx.problems
 
 
