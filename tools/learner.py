@@ -6,8 +6,8 @@ A chapter is a MyST notebook; Jupyter, Binder and Colab show its MyST markup raw
 and figures nowhere. This turns each chapter of a built book into a notebook that needs no MyST:
 
 - the chapter's cells with the outputs of the build's execution (MyST-NB's execution cache);
-- glued numbers written into the text, glued figures embedded as images (data URIs, which JupyterLab,
-  Colab and GitHub all show) with their number and caption;
+- glued numbers written into the text, glued figures embedded as images with their number and
+  caption (as data URIs: JupyterLab shows them, and so does Colab, which ignores cell attachments);
 - cross-references (``{ref}``, ``{numref}``, ``{eq}``, ``{prf:ref}``), citations and glossary terms turned
   into text with links to the HTML book (its address comes from ``html.baseurl`` in ``_config.yml``,
   else the GitHub Pages address of ``repository.url``, which ``tools/publish.py set-repository`` fills);
@@ -48,7 +48,6 @@ ROOT = Path(__file__).resolve().parent.parent
 BUILD = ROOT / "_build"
 OUTPUT = BUILD / "learner"
 HTML = BUILD / "html"
-ENVIRONMENT = BUILD / ".doctrees" / "environment.pickle"
 GLUE_PREFIX = "application/papermill.record/"
 PLACEHOLDER = "OWNER/REPO"
 #: Admonition directives and the title each gets when it has none.
