@@ -5,16 +5,18 @@ PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
-JB     := $(BIN)/jupyter-book build . --warningiserror --keep-going
+# DEEPGRAD_BOOK=1: executions for the book, where dg.glue hands values to MyST-NB (elsewhere it shows them)
+JB     := DEEPGRAD_BOOK=1 $(BIN)/jupyter-book build . --warningiserror --keep-going
 # chapters executed at a time: by nbval, and by `make book` for what the execution cache lacks
 JOBS   ?= 2
 # nbval compares text outputs recorded on a CPU: run the chapters there for the comparison
 TEST_ENV := DEEPGRAD_DEVICE=cpu
 
-.PHONY: book test unit nbval browser linkcheck reference bench clean distclean help
+.PHONY: book learner test unit nbval browser linkcheck reference bench clean distclean help
 
 help:
 	@echo "make book       build the HTML book into _build/html (executes changed chapters)"
+	@echo "make learner    the chapters as plain notebooks that read like the book (_build/learner/), from the build"
 	@echo "make test       lint and unit tests, nbval on every chapter, the book build (warnings are errors;"
 	@echo "                it reuses nbval's executions), then every page checked in headless Chromium"
 	@echo "make linkcheck  check every external link of the book (needs the internet; weekly on GitHub)"
@@ -35,7 +37,12 @@ book: $(STAMP)
 	$(BIN)/python tools/chapters.py cache-guard
 	$(BIN)/python tools/chapters.py execute --jobs $(JOBS)
 	$(JB)
-	@echo "The book is in _build/html/index.html"
+	$(BIN)/python tools/learner.py
+	@echo "The book is in _build/html/index.html; its chapters as notebooks for learners in _build/learner/"
+
+# The learner notebooks again from the last build (tools/learner.py); `book` writes them too
+learner:
+	$(BIN)/python tools/learner.py
 
 unit: $(STAMP)
 	$(BIN)/ruff check lib tests tools _ext conftest.py
@@ -50,9 +57,11 @@ nbval: $(STAMP)
 	$(TEST_ENV) $(BIN)/python tools/chapters.py nbval --jobs $(JOBS) --nbval-current-env \
 	    --nbval-sanitize-with tests/sanitize.cfg --nbval-cell-timeout=120 --stage-executions
 
-# The built book in a real browser (tests/test_browser.py): run after `book`; screenshots in _build/screenshots/
+# The built book in a real browser (tests/test_browser.py): run after `book`; screenshots in _build/screenshots/.
+# Then every built chapter as a learner notebook (tests/test_learner.py; `unit` ran it without a build).
 browser: book
 	$(BIN)/python -m pytest tests/test_browser.py
+	$(BIN)/python -m pytest tests/test_learner.py -k built_chapter
 
 test: unit nbval book browser
 

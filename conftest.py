@@ -4,12 +4,15 @@
   ``image/png``, and this also skips the images MyST-NB's ``glue`` stores under
   ``application/papermill.record/...``.
 - When a chapter's outputs no longer match its recorded reference, say how to refresh.
+- nbval's executions are executions for the book: ``DEEPGRAD_BOOK=1`` is set for the kernels it
+  starts, so that ``dg.glue`` stores its values for MyST-NB as the recorded references do.
 - With ``--stage-executions`` (`make nbval`, hence `make test`): each chapter that nbval executed
   without an error is stored in MyST-NB's execution cache (``tools/chapters.py``, ``stage``), so the
   book build that follows reuses that execution instead of running the chapter a second time.
 """
 
 import importlib.util
+import os
 import time
 from pathlib import Path
 
@@ -28,6 +31,11 @@ _executions: dict[str, dict] = {}
 def pytest_addoption(parser):
     parser.addoption("--stage-executions", action="store_true", default=False,
                      help="store each chapter nbval executed in MyST-NB's execution cache for the book build")
+
+
+def pytest_configure(config):
+    if getattr(config.option, "nbval", False) or getattr(config.option, "nbval_lax", False):
+        os.environ["DEEPGRAD_BOOK"] = "1"  # the kernels nbval starts inherit it
 
 
 def pytest_collection_modifyitems(session, config, items):

@@ -12,11 +12,16 @@
   ``navbar_persistent`` empty (the other ``navbar_*`` options already are, in sphinx-book-theme) the
   theme writes no header bar at all: one button of each class remains, the visible one, and the
   scripts bind it.
-
-- **Colab opens the executed notebook.** sphinx-book-theme points Colab at the chapter's source,
-  ``chapters/<stem>.md``, which Colab cannot open. The publishing workflow pushes every executed
-  chapter to the branch ``colab_notebooks_branch`` (``tools/publish.py notebooks``); the Colab
-  button opens ``chapters/<stem>.ipynb`` there.
+- **Executions for the book.** ``DEEPGRAD_BOOK=1`` is set in the build's environment, which the
+  kernels MyST-NB starts inherit, so that ``dg.glue`` and ``dg.plotting.glue_figure`` hand their
+  values to MyST-NB (outside the book they show them instead: ``deepgrad.book.in_book``). The
+  Makefile sets it too; this covers a ``jupyter-book build`` started by hand.
+- **Colab and Binder open the learner notebook.** sphinx-book-theme points Colab and Binder at the
+  chapter's source, ``chapters/<stem>.md``: Colab cannot open it, and JupyterLab shows its MyST
+  markup raw. The publishing workflow pushes every chapter's learner notebook (``tools/learner.py``:
+  numbers and figures in the text, no MyST) to the branch ``colab_notebooks_branch``, with what
+  ``binder/`` installs (``tools/publish.py notebooks``); both buttons open ``chapters/<stem>.ipynb``
+  there. (The page's ``.ipynb`` download is the same notebook: ``tools/learner.py`` writes it.)
 - **The bibliography is a valid list.** docutils marks each entry ``role="doc-biblioentry"`` inside
   a ``role="list"``: that role is deprecated (DPUB-ARIA 1.1) and not a list item, so assistive
   technologies (and axe-core's ``aria-required-children``) see a list without items. Each entry
@@ -41,6 +46,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 from pathlib import Path
 
@@ -52,6 +58,8 @@ PLACEHOLDER = "OWNER/REPO"
 _REPOSITORY_BUTTONS = ("use_repository_button", "use_edit_page_button", "use_issues_button",
                        "use_source_button")
 _COLAB = re.compile(r"/blob/[^/]+/(?P<path>.+)\.(md|ipynb)$")
+_BINDER = re.compile(r"/v2/(?P<provider>gh|gl|git)/(?P<repo>.+)/[^/?]+"
+                     r"\?urlpath=(?P<ui>[\w/]*?tree)/(?P<path>.+)\.(md|ipynb)$")
 _IMPORT_BASIC = re.compile(r"""@import\s+(url\()?["']?\.\./basic\.css["']?\)?\s*;""")
 
 
@@ -83,6 +91,9 @@ def _launch_and_bibliography(app: Sphinx, pagename, templatename, context, doctr
         for button in group.get("buttons", []):
             if button.get("text") == "Colab" and branch:
                 button["url"] = _COLAB.sub(rf"/blob/{branch}/\g<path>.ipynb", button["url"])
+            if button.get("text") == "Binder" and branch:
+                button["url"] = _BINDER.sub(rf"/v2/\g<provider>/\g<repo>/{branch}?urlpath=\g<ui>/\g<path>.ipynb",
+                                            button["url"])
     scripts = context.get("script_files")
     if scripts:
         unique, seen = [], set()
@@ -110,6 +121,7 @@ def _inline_basic_css(app: Sphinx, exception) -> None:
 
 
 def setup(app: Sphinx):
+    os.environ["DEEPGRAD_BOOK"] = "1"  # before MyST-NB executes anything (see the module docstring)
     app.add_config_value("colab_notebooks_branch", "notebooks", "html")
     # before the themes read their options (builder-inited)
     app.connect("config-inited", _theme_options)

@@ -11,7 +11,8 @@ from deepgrad import book
 
 @pytest.fixture
 def glued(monkeypatch):
-    """Replace myst_nb.glue by a recorder of (name, value, display)."""
+    """A build of the book (DEEPGRAD_BOOK=1), with myst_nb.glue replaced by a recorder of (name, value, display)."""
+    monkeypatch.setenv("DEEPGRAD_BOOK", "1")
     calls = []
     fake = types.ModuleType("myst_nb")
     fake.glue = lambda name, value, display=True: calls.append((name, value, display))
@@ -118,9 +119,10 @@ def test_glue_bad_arguments(glued, args, kwargs, error, match):
     assert glued == []
 
 
-def test_glue_against_the_real_myst_nb():
-    """With MyST-NB itself: the displayed record carries the rounded number as text/plain."""
+def test_glue_against_the_real_myst_nb(monkeypatch):
+    """With MyST-NB itself, for the book: the displayed record carries the rounded number as text/plain."""
     pytest.importorskip("myst_nb")
+    monkeypatch.setenv("DEEPGRAD_BOOK", "1")
     from unittest import mock
     with mock.patch("IPython.display.display") as display:
         book.glue("real", 0.123456, 2)
@@ -135,7 +137,7 @@ def test_book_imports_neither_matplotlib_nor_myst_nb_at_module_level():
     tree = ast.parse(inspect.getsource(book))
     imported = {alias.name for node in tree.body if isinstance(node, ast.Import) for alias in node.names}
     imported |= {node.module for node in tree.body if isinstance(node, ast.ImportFrom)}
-    assert imported <= {"__future__", "math", "numbers", "typing", "deepgrad._checks"}, imported
+    assert imported <= {"__future__", "math", "numbers", "os", "typing", "deepgrad._checks"}, imported
 
 
 def test_activations_no_longer_imports_repro_to_round():
@@ -143,3 +145,69 @@ def test_activations_no_longer_imports_repro_to_round():
 
     from deepgrad import activations
     assert "deepgrad.repro" not in inspect.getsource(activations)
+
+
+# --- outside a build of the book (DEEPGRAD_BOOK unset): glue shows the value, MyST-NB not needed --------
+
+@pytest.fixture
+def jupyter(monkeypatch):
+    """A Jupyter kernel without MyST-NB and outside the book: what IPython's display receives."""
+    import IPython
+    import IPython.display
+
+    monkeypatch.delenv("DEEPGRAD_BOOK", raising=False)
+    monkeypatch.setitem(sys.modules, "myst_nb", None)  # `import myst_nb` raises ImportError
+    shown = []
+    monkeypatch.setattr(IPython, "get_ipython", lambda: object())
+    monkeypatch.setattr(IPython.display, "display", lambda obj, raw=False: shown.append((obj, raw)))
+    return shown
+
+
+@pytest.mark.parametrize("flag, expected", [(None, False), ("", False), ("0", False), ("1", True)])
+def test_in_book_reads_the_environment(monkeypatch, flag, expected):
+    if flag is None:
+        monkeypatch.delenv("DEEPGRAD_BOOK", raising=False)
+    else:
+        monkeypatch.setenv("DEEPGRAD_BOOK", flag)
+    assert book.in_book() is expected
+
+
+def test_in_book_rejects_other_values(monkeypatch):
+    monkeypatch.setenv("DEEPGRAD_BOOK", "yes")
+    with pytest.raises(ValueError, match="DEEPGRAD_BOOK must be '1'.*got 'yes'"):
+        book.in_book()
+
+
+def test_glue_outside_the_book_shows_the_key_and_the_value_as_markdown(jupyter):
+    book.glue("jupyter-gap", 3.1e-16, 1, scientific=True)
+    book.glue("steps", 120)
+    book.glue("loss", 2.302585092994046)
+    book.glue("best", "`lr`")
+    assert jupyter == [
+        ({"text/markdown": "`jupyter-gap` = 3 × 10⁻¹⁶", "text/plain": "jupyter-gap = 3 × 10⁻¹⁶"}, True),
+        ({"text/markdown": "`steps` = 120", "text/plain": "steps = 120"}, True),
+        ({"text/markdown": "`loss` = 2.303", "text/plain": "loss = 2.303"}, True),
+        ({"text/markdown": "`best` = `lr`", "text/plain": "best = `lr`"}, True),
+    ]
+
+
+def test_glue_outside_the_book_still_checks_its_arguments(jupyter):
+    with pytest.raises(TypeError, match="value must be a real number"):
+        book.glue("v", [1, 2])
+    with pytest.raises(ValueError, match="name must be a non-empty str"):
+        book.glue("", 1.0)
+    assert jupyter == []
+
+
+def test_glue_in_a_plain_python_process_prints_a_line(monkeypatch, capsys):
+    monkeypatch.delenv("DEEPGRAD_BOOK", raising=False)
+    monkeypatch.setitem(sys.modules, "myst_nb", None)
+    book.glue("ratio", 0.123456, 2)
+    assert capsys.readouterr().out == "ratio = 0.12\n"
+
+
+def test_glue_in_the_book_shows_nothing_and_needs_myst_nb(monkeypatch):
+    monkeypatch.setenv("DEEPGRAD_BOOK", "1")
+    monkeypatch.setitem(sys.modules, "myst_nb", None)
+    with pytest.raises(ImportError):
+        book.glue("v", 1.0)

@@ -278,3 +278,35 @@ def test_split_balances_the_chapters_over_the_processes_and_keeps_their_order():
     assert all(group == sorted(group) for group in groups)                    # chapter order kept
     assert tool.split(weights, 1) == [list(weights)]
     assert tool.split({"a": 1.0}, 4) == [["a"]]                               # no empty process
+
+
+
+def test_executions_for_the_book_set_deepgrad_book(monkeypatch):
+    """Every execution made for the book runs with DEEPGRAD_BOOK=1, which the kernels inherit:
+    tools/chapters.py (reference, execute, nbval), nbval's conftest, the Makefile's build and the
+    book's Sphinx extension (a `jupyter-book build` started by hand)."""
+    import os
+
+    monkeypatch.delenv("DEEPGRAD_BOOK", raising=False)
+    tool.book_mode()
+    assert os.environ["DEEPGRAD_BOOK"] == "1"
+    main = (ROOT / "tools" / "chapters.py").read_text().split('if __name__ == "__main__":')[1]
+    assert 'if command in ("reference", "execute", "nbval"):\n        book_mode()' in main
+    assert "JB     := DEEPGRAD_BOOK=1 " in (ROOT / "Makefile").read_text()
+    assert 'os.environ["DEEPGRAD_BOOK"] = "1"' in (ROOT / "conftest.py").read_text()
+    monkeypatch.delenv("DEEPGRAD_BOOK")
+    sys.path.insert(0, str(ROOT / "_ext"))
+    try:
+        import book_html
+    finally:
+        sys.path.remove(str(ROOT / "_ext"))
+
+    class App:
+        def add_config_value(self, *args):
+            pass
+
+        def connect(self, *args, **kwargs):
+            pass
+
+    book_html.setup(App())
+    assert os.environ["DEEPGRAD_BOOK"] == "1"

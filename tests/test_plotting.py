@@ -90,3 +90,35 @@ def test_no_series_is_drawn_in_yellow_on_white():
     from deepgrad.plotting import _ROLE_COLORS
 
     assert "#F0E442" not in {c.upper() for c in _ROLE_COLORS.values()}
+
+
+def test_glue_figure_outside_the_book_shows_the_figure_once_without_myst_nb(monkeypatch):
+    import sys
+
+    import IPython
+    import IPython.display
+
+    monkeypatch.delenv("DEEPGRAD_BOOK", raising=False)
+    monkeypatch.setitem(sys.modules, "myst_nb", None)  # `import myst_nb` raises ImportError
+    shown = []
+    monkeypatch.setattr(IPython, "get_ipython", lambda: object())
+    monkeypatch.setattr(IPython.display, "display", lambda obj: shown.append(obj))
+    fig, _ = plt.subplots()
+    plotting.glue_figure("fig-x", fig)
+    assert shown == [fig]
+    assert not plt.fignum_exists(fig.number)  # closed: the inline backend does not draw it again
+
+
+def test_glue_figure_in_the_book_glues_it_hidden_and_closes_it(monkeypatch):
+    import sys
+    import types
+
+    monkeypatch.setenv("DEEPGRAD_BOOK", "1")
+    calls = []
+    fake = types.ModuleType("myst_nb")
+    fake.glue = lambda name, value, display=True: calls.append((name, value, display))
+    monkeypatch.setitem(sys.modules, "myst_nb", fake)
+    fig, _ = plt.subplots()
+    plotting.glue_figure("fig-x", fig)
+    assert calls == [("fig-x", fig, False)]
+    assert not plt.fignum_exists(fig.number)

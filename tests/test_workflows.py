@@ -217,14 +217,19 @@ def test_set_repository_replaces_the_placeholder(tmp_path):
         publish.set_repository("not a repository", root=tmp_path)
 
 
-def test_collect_notebooks_copies_each_executed_chapter_and_refuses_a_missing_one(tmp_path):
-    executed = tmp_path / "jupyter_execute" / "chapters"
-    executed.mkdir(parents=True)
-    (executed / "backprop.ipynb").write_text("{}")
-    copies = publish.collect_notebooks(tmp_path / "out", tmp_path / "jupyter_execute", ["backprop"])
+def test_collect_notebooks_copies_each_learner_notebook_and_binder_and_refuses_a_missing_one(tmp_path):
+    learner = tmp_path / "learner"
+    learner.mkdir()
+    (learner / "backprop.ipynb").write_text("{}")
+    (tmp_path / "root" / "binder").mkdir(parents=True)
+    (tmp_path / "root" / "binder" / "requirements.txt").write_text("numpy\n")
+    (tmp_path / "root" / "pyproject.toml").write_text("[project]\n")
+    copies = publish.collect_notebooks(tmp_path / "out", learner, ["backprop"], root=tmp_path / "root")
     assert [p.relative_to(tmp_path / "out").as_posix() for p in copies] == ["chapters/backprop.ipynb"]
+    assert (tmp_path / "out" / "binder" / "requirements.txt").exists()  # Binder builds from the branch
+    assert (tmp_path / "out" / "pyproject.toml").exists()
     with pytest.raises(SystemExit, match="causes"):
-        publish.collect_notebooks(tmp_path / "out", tmp_path / "jupyter_execute", ["backprop", "causes"])
+        publish.collect_notebooks(tmp_path / "out", learner, ["backprop", "causes"], root=tmp_path / "root")
 
 
 def test_book_chapters_are_read_from_the_table_of_contents():

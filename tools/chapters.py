@@ -19,11 +19,16 @@ runs those chapters two at a time (each in its own kernel, exactly as MyST-NB wo
 kernel keeps PyTorch's usual number of threads, so the numbers are those of a sequential run) and
 caches them the way MyST-NB does; a chapter that fails there is left to the build, which executes it
 again and reports the error with its traceback.
+
+Every execution these commands make is one for the book: they set ``DEEPGRAD_BOOK=1`` (and the
+kernels they start inherit it), so that ``dg.glue`` and ``dg.plotting.glue_figure`` hand their
+values to MyST-NB instead of showing them (``deepgrad.book.in_book``).
 """
 
 from __future__ import annotations
 
 import hashlib
+import os
 import shutil
 import sys
 from pathlib import Path
@@ -41,6 +46,8 @@ CACHE_STAMP = ROOT / "_build" / ".deepgrad-hash"
 EXECUTION_CACHE = ROOT / "_build" / ".jupyter_cache"  # MyST-NB's default nb_execution_cache_path
 EXECUTION_STATE = [EXECUTION_CACHE, ROOT / "_build" / ".doctrees"]
 REFRESH = "make reference"
+#: Set for every execution made for the book (deepgrad.book.in_book); kernels inherit it.
+BOOK_ENV = {"DEEPGRAD_BOOK": "1"}
 #: Output types that are not text; nbval does not compare them, so they are not stored.
 BINARY_MIME = ("image/png", "image/jpeg", "image/svg+xml", "application/pdf")
 #: MyST-NB's glue stores a glued figure under this prefix (conftest.py tells nbval to skip them too).
@@ -322,8 +329,15 @@ def cache_guard() -> None:
         CACHE_STAMP.write_text(current + "\n")
 
 
+def book_mode() -> None:
+    """Mark this process, and the kernels and processes it starts, as executing for the book."""
+    os.environ.update(BOOK_ENV)
+
+
 if __name__ == "__main__":
     command, *args = sys.argv[1:] or ["help"]
+    if command in ("reference", "execute", "nbval"):
+        book_mode()
     if command == "reference":
         record(args)
     elif command == "prepare":

@@ -1,16 +1,18 @@
 """Publishing steps of the book's GitHub workflow (.github/workflows/book.yml).
 
     python tools/publish.py set-repository OWNER/NAME   point the book at the repository it is published from
-    python tools/publish.py notebooks DIR                copy every executed chapter to DIR/chapters/<stem>.ipynb
+    python tools/publish.py notebooks DIR                copy every learner notebook to DIR/chapters/<stem>.ipynb
 
 `set-repository` replaces the placeholder ``OWNER/REPO`` of the repository address in `_config.yml`
 (launch, edit and issue buttons) and in the chapters' install cell (what Colab installs), in the
 checkout it runs in; the repository itself keeps the placeholder.
 
-`notebooks` collects the notebooks MyST-NB wrote while building the book
-(`_build/jupyter_execute/chapters/*.ipynb`: the chapters with their outputs) for the `notebooks`
-branch, which the Colab launch button opens (`_ext/book_html.py` points the button there). It fails
-when a chapter of the book has no executed notebook, so a half-built book is never published.
+`notebooks` collects the learner notebooks that `make book` writes after the build
+(`_build/learner/<stem>.ipynb`, tools/learner.py: each chapter with its outputs, its numbers and
+figures in the text, no MyST markup) for the `notebooks` branch, which the Colab and Binder launch
+buttons open (`_ext/book_html.py` points them there). Binder builds its image from that branch, so
+the branch also carries what `binder/` installs (BINDER_FILES). It fails when a chapter of the book
+has no learner notebook, so a half-built book is never published.
 """
 
 from __future__ import annotations
@@ -22,7 +24,9 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 PLACEHOLDER = "OWNER/REPO"
-EXECUTED = ROOT / "_build" / "jupyter_execute"
+LEARNER = ROOT / "_build" / "learner"
+#: What Binder needs on the notebooks branch to build its image: binder/ and what it installs.
+BINDER_FILES = ["binder", "pyproject.toml", "lib", "requirements.txt", "constraints.txt", "LICENSE"]
 #: Files that name the repository through the placeholder.
 REPOSITORY_FILES = ["_config.yml", "chapters/*.md"]
 
@@ -47,23 +51,33 @@ def book_chapters(toc: Path = ROOT / "_toc.yml") -> list[str]:
     return re.findall(r"^\s*-?\s*file:\s*chapters/([\w-]+)\s*$", toc.read_text(), flags=re.MULTILINE)
 
 
-def collect_notebooks(destination: Path, executed: Path = EXECUTED, stems: list[str] | None = None) -> list[Path]:
-    """Copy the executed chapters (default: those of the book) to ``destination/chapters/``."""
+def collect_notebooks(destination: Path, learner: Path = LEARNER, stems: list[str] | None = None,
+                      root: Path = ROOT) -> list[Path]:
+    """Copy the learner notebooks (default: the book's chapters) to ``destination/chapters/``, and
+    the files Binder builds from (``BINDER_FILES``, those that exist) to ``destination``."""
     if stems is None:
         stems = book_chapters()
-    missing = [s for s in stems if not (executed / "chapters" / f"{s}.ipynb").exists()]
+    missing = [s for s in stems if not (learner / f"{s}.ipynb").exists()]
     if missing:
-        sys.exit(f"no executed notebook for chapter(s) {', '.join(missing)} in {executed}: build the book first")
+        sys.exit(f"no learner notebook for chapter(s) {', '.join(missing)} in {learner}: "
+                 "build the book first (make book)")
     target = destination / "chapters"
     shutil.rmtree(destination, ignore_errors=True)
     target.mkdir(parents=True)
     copies = []
     for stem in stems:
-        copies.append(Path(shutil.copy2(executed / "chapters" / f"{stem}.ipynb", target / f"{stem}.ipynb")))
+        copies.append(Path(shutil.copy2(learner / f"{stem}.ipynb", target / f"{stem}.ipynb")))
+    for name in BINDER_FILES:
+        source = root / name
+        if source.is_dir():
+            shutil.copytree(source, destination / name, ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
+        elif source.exists():
+            shutil.copy2(source, destination / name)
     (destination / "README.md").write_text(
-        "# Executed chapters\n\nEvery chapter of the book as a notebook with its outputs, written by the\n"
-        "book's publishing workflow from the `main` branch (do not edit here). Open one in Colab from\n"
-        "the rocket button at the top of the chapter in the book.\n"
+        "# The chapters as notebooks\n\nEvery chapter of the book as a plain Jupyter notebook with its outputs,\n"
+        "its numbers and figures in the text, written by the book's publishing workflow from the `main`\n"
+        "branch (do not edit here). Open one in Colab or Binder from the rocket button at the top of the\n"
+        "chapter in the book. `binder/` and the library are here for Binder, which builds from this branch.\n"
     )
     return copies
 
@@ -75,6 +89,6 @@ if __name__ == "__main__":
             print(f"{path.relative_to(ROOT)}: now points at github.com/{args[0]}")
     elif command == "notebooks" and len(args) == 1:
         copies = collect_notebooks(Path(args[0]).resolve())
-        print(f"{len(copies)} executed chapter(s) in {args[0]}/chapters/")
+        print(f"{len(copies)} learner notebook(s) in {args[0]}/chapters/")
     else:
         sys.exit(__doc__)

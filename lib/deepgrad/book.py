@@ -2,22 +2,33 @@
 
 - :func:`significant` rounds to a number of significant digits;
 - :func:`scientific` writes a number as a reader would: ``0.16``, ``512``, ``8.9 × 10⁻⁸``;
-- :func:`glue` rounds, formats and hands a value to MyST-NB's ``glue`` for the ``{glue}`` roles.
+- :func:`glue` rounds, formats and hands a value to MyST-NB's ``glue`` for the ``{glue}`` roles;
+- :func:`in_book` tells whether the code runs for a build of the book (``DEEPGRAD_BOOK=1``).
 
 Chapters round what they print and glue so that the last bits of a floating-point result, which
-can differ between CPU models, never reach the book's text or its recorded outputs. This module
-imports neither matplotlib nor MyST-NB (the latter is imported when :func:`glue` is first called).
+can differ between CPU models, never reach the book's text or its recorded outputs.
+
+Two modes, chosen by the environment variable ``DEEPGRAD_BOOK``. The executions made for the book
+(the build, nbval, the recorded references: ``tools/chapters.py``, the Makefile, the book's Sphinx
+extension) set it to ``1``; there :func:`glue` stores the value, hidden, for MyST-NB, which puts it
+into the text. Anywhere else (a chapter run in Jupyter, Binder or Colab) nothing would put it into
+the text, so :func:`glue` shows it where it is made instead, as a small Markdown line naming the key,
+and MyST-NB need not be installed. This module imports neither matplotlib nor MyST-NB.
 """
 
 from __future__ import annotations
 
 import math
 import numbers
+import os
 from typing import Any
 
 from deepgrad._checks import positive_int
 
-__all__ = ["glue", "scientific", "significant"]
+__all__ = ["glue", "in_book", "scientific", "significant"]
+
+#: The environment variable that marks an execution made for the book (``1``) from any other.
+BOOK_ENV = "DEEPGRAD_BOOK"
 
 _SUPERSCRIPT = str.maketrans("-0123456789", "⁻⁰¹²³⁴⁵⁶⁷⁸⁹")
 
@@ -80,8 +91,23 @@ def glued_value(value: Any, digits: int | None = 4, *, scientific: bool = False)
 _scientific = scientific  # glued_value's keyword of the same name hides the function
 
 
+def in_book() -> bool:
+    """Whether this code runs for a build of the book: ``DEEPGRAD_BOOK=1`` (unset, empty or ``0``: no).
+
+    Any other value is a ``ValueError``, so that a typo does not silently switch the mode.
+    """
+    flag = os.environ.get(BOOK_ENV, "")
+    if flag not in ("", "0", "1"):
+        raise ValueError(f"the environment variable {BOOK_ENV} must be '1' (an execution for the book) "
+                         f"or '0'/unset (anywhere else), got {flag!r}")
+    return flag == "1"
+
+
 def glue(name: str, value: Any, digits: int | None = 4, *, scientific: bool = False) -> None:
-    """Glue ``value`` under ``name`` for the ``{glue}`` and ``{glue:text}`` roles, hidden where it is made.
+    """Glue ``value`` under ``name`` for the ``{glue}`` and ``{glue:text}`` roles.
+
+    For the book (:func:`in_book`) the value is hidden where it is made and MyST-NB puts it into the
+    text; anywhere else it is shown where it is made, as ``name = value`` (:func:`show_glued`).
 
     What is stored, by type of ``value``:
 
@@ -93,20 +119,41 @@ def glue(name: str, value: Any, digits: int | None = 4, *, scientific: bool = Fa
     - any number with ``scientific=True``: written by :func:`scientific` with ``digits`` digits
       (``8.9 × 10⁻⁸``) and stored as Markdown.
 
-    It is ``myst_nb.glue(name, glued_value(value, digits), display=False)``; MyST-NB is imported here
-    so that the library works without it.
+    For the book it is ``myst_nb.glue(name, glued_value(value, digits), display=False)``; MyST-NB is
+    imported only then, so that the library works without it.
     """
     if not isinstance(name, str):
         raise TypeError(f"name must be a str, got {type(name).__name__} {name!r}")
     if not name:
         raise ValueError("name must be a non-empty str, got ''")
     stored = glued_value(value, digits, scientific=scientific)
+    if not in_book():
+        show_glued(name, stored)
+        return
     from myst_nb import glue as myst_glue  # imported here: the library itself does not need MyST-NB
 
     myst_glue(name, stored, display=False)
 
 
+def glued_text(stored: Any) -> str:
+    """The text of a stored glue value, as the ``{glue}`` role prints it (Markdown without quotes)."""
+    data = getattr(stored, "data", None)
+    return data if isinstance(data, str) else str(stored)
+
+
+def show_glued(name: str, stored: Any) -> None:
+    """Show a glued value where it was made: ``name = value`` (Markdown in Jupyter, text elsewhere)."""
+    from IPython import get_ipython
+    from IPython.display import display  # IPython comes with every Jupyter kernel
+
+    text = glued_text(stored)
+    if get_ipython() is None:  # a plain Python process: a line of text
+        print(f"{name} = {text}")
+        return
+    display({"text/markdown": f"`{name}` = {text}", "text/plain": f"{name} = {text}"}, raw=True)
+
+
 def _markdown(text: str) -> Any:
-    from IPython.display import Markdown  # IPython comes with MyST-NB; imported only when glueing text
+    from IPython.display import Markdown  # IPython comes with every Jupyter kernel; imported only for text
 
     return Markdown(text)

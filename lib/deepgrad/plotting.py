@@ -6,7 +6,8 @@
 - :func:`layer_profile` draws one per-layer quantity (a gradient norm, say) on a log axis, marking
   non-finite values as diverged instead of failing.
 - :func:`draw_graph` draws a small computational graph (nodes in boxes, forward and backward arrows).
-- :func:`glue_figure` hands a figure to MyST-NB's ``glue`` for a numbered, captioned ``{glue:figure}``.
+- :func:`glue_figure` hands a figure to MyST-NB's ``glue`` for a numbered, captioned ``{glue:figure}``
+  (for the book), or shows it where it was made (anywhere else: see :func:`deepgrad.book.in_book`).
 
 Numbers and text are glued with :func:`deepgrad.book.glue`; ``scientific`` and ``glue_text`` are
 still importable from here (from :mod:`deepgrad.book`, where they live now).
@@ -23,7 +24,7 @@ from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
 from deepgrad._checks import one_of
-from deepgrad.book import glue, scientific  # noqa: F401  (scientific is re-exported: it lived here before)
+from deepgrad.book import glue, in_book, scientific  # noqa: F401  (scientific is re-exported: it lived here before)
 
 #: The Okabe–Ito palette: distinguishable under the common colour-vision deficiencies.
 PALETTE = {
@@ -166,8 +167,19 @@ def glue_text(name: str, text: str) -> None:
 def glue_figure(name: str, fig: Figure) -> None:
     """Glue ``fig`` under ``name`` for a ``{glue:figure}`` directive, and close it.
 
-    Closing keeps the figure from also being shown where it was made.
+    For the book (``DEEPGRAD_BOOK=1``, :func:`deepgrad.book.in_book`) the figure is stored hidden and
+    MyST-NB draws it where the text places it; closing keeps it from also being shown where it was
+    made. Anywhere else (Jupyter, Binder, Colab) nothing would place it, so it is shown here, once,
+    and MyST-NB need not be installed.
     """
+    if not in_book():
+        from IPython import get_ipython
+        from IPython.display import display  # IPython comes with every Jupyter kernel
+
+        if get_ipython() is not None:  # in a plain Python process there is nowhere to show it
+            display(fig)
+        plt.close(fig)
+        return
     from myst_nb import glue  # imported here: the library itself does not need MyST-NB
 
     glue(name, fig, display=False)
