@@ -308,5 +308,8 @@ def test_executions_for_the_book_set_deepgrad_book(monkeypatch):
         def connect(self, *args, **kwargs):
             pass
 
+        def add_js_file(self, *args, **kwargs):
+            pass
+
     book_html.setup(App())
     assert os.environ["DEEPGRAD_BOOK"] == "1"
