@@ -5,7 +5,8 @@ install cell installing deepgrad from a git URL (here a local clone of this chec
 
 - The "Colab-like" environment is a virtual environment (default /tmp/deepgrad-colab) holding PyTorch
   (``torch==2.13.0``: the CPU build where the package index serves it), NumPy, Matplotlib,
-  scikit-learn and ipykernel, nothing else (and a current pip, as Colab has); ``--fresh`` (or a missing DIR) creates it anew.
+  scikit-learn and ipykernel, nothing else (and a current pip, as Colab has); ``--fresh`` (or a
+  missing DIR) creates it anew.
 - The install cell's ``git+https://github.com/OWNER/REPO`` is replaced by ``--url``, by default
   ``git+file://`` of a clone of this checkout's HEAD (commit your changes first), made in a temporary
   folder. The first chapter's install cell installs ``deepgrad[chapters]``; the time it takes and
