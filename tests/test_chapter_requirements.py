@@ -37,6 +37,8 @@ EXTRA = "chapters"
 KNOWN = {"sklearn": "scikit-learn", "IPython": "ipython", "myst_nb": "myst-nb", "yaml": "pyyaml"}
 #: Every Jupyter kernel brings these (ipykernel depends on them).
 KERNEL = {"ipython"}
+#: Modules deepgrad imports only while the book is built (DEEPGRAD_BOOK=1), never in a learner's Jupyter.
+BUILD_ONLY: set[str] = set()
 #: Needed at run time but imported by a dependency, not by the book's code: distribution -> why.
 LOADED_BY_DEPENDENCIES = {
     "cmaes": "Optuna's CmaEsSampler (deepgrad.tuning's sampler 'cmaes') imports it",
@@ -68,7 +70,7 @@ def chapter_modules(path: Path) -> frozenset[str]:
 
 @functools.cache
 def library_modules() -> frozenset[str]:
-    return frozenset(third_party(set().union(*(imported_modules(path.read_text()) for path in LIBRARY))))
+    return frozenset(third_party(set().union(*(imported_modules(path.read_text()) for path in LIBRARY))) - BUILD_ONLY)
 
 
 @functools.cache
