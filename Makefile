@@ -9,6 +9,13 @@ STAMP  := $(VENV)/.installed
 JB     := DEEPGRAD_BOOK=1 $(BIN)/jupyter-book build . --warningiserror --keep-going
 # chapters executed at a time: by nbval, and by `make book` for what the execution cache lacks
 JOBS   ?= 2
+# PyTorch from another index, on a fresh .venv: `make book TORCH_INDEX=cpu` installs PyTorch's CPU build
+# from PyTorch's own index (on Linux the default index serves the CUDA build: several GB more); a URL
+# names any index. Only torch is asked there, once, bounded (--retries 1 --timeout 15: an unreachable
+# index fails the install within about 40 s); the rest comes from the default index. Empty: nothing added.
+TORCH_INDEX ?=
+TORCH_INDEX_URL = $(if $(filter cpu,$(TORCH_INDEX)),https://download.pytorch.org/whl/cpu,$(TORCH_INDEX))
+TORCH_PIN = $(shell sed -n 's/^torch==\([^ ]*\).*/\1/p' requirements.txt)
 # nbval compares text outputs recorded on a CPU: run the chapters there for the comparison
 TEST_ENV := DEEPGRAD_DEVICE=cpu
 
@@ -25,10 +32,13 @@ help:
 	@echo "                overhead, each against its budget (empties _build/)"
 	@echo "make clean      remove _build/ (the next build re-executes every chapter)"
 	@echo "make distclean  also remove the virtual environment"
+	@echo "TORCH_INDEX=cpu on the first install (e.g. make book TORCH_INDEX=cpu): PyTorch's CPU build"
 
 $(STAMP): requirements.txt constraints.txt pyproject.toml tools/ipython_kernel_config.py
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	mkdir -p $(VENV)/etc/ipython && cp tools/ipython_kernel_config.py $(VENV)/etc/ipython/
+	$(if $(TORCH_INDEX_URL),$(BIN)/python -m pip install --disable-pip-version-check -q --retries 1 --timeout 15 \
+	    --no-deps --index-url $(TORCH_INDEX_URL) torch==$(TORCH_PIN))
 	$(BIN)/python -m pip install --disable-pip-version-check -q -r requirements.txt
 	$(BIN)/python -m pip install --disable-pip-version-check -q --no-deps --no-build-isolation -e .
 	touch $(STAMP)

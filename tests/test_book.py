@@ -124,7 +124,8 @@ def test_glue_against_the_real_myst_nb(monkeypatch):
     pytest.importorskip("myst_nb")
     monkeypatch.setenv("DEEPGRAD_BOOK", "1")
     from unittest import mock
-    with mock.patch("IPython.display.display") as display:
+    # MyST-NB holds IPython's display under its own name (imported when its module first loads)
+    with mock.patch("myst_nb.ext.glue.ipy_display") as display:
         book.glue("real", 0.123456, 2)
     ((data,), kwargs) = display.call_args
     assert data["application/papermill.record/text/plain"] == "0.12"

@@ -1,52 +1,53 @@
 """Every chapter starts with the install cell: on Colab (or any Jupyter without the book's library) it
-installs deepgrad and MyST-NB; where deepgrad is importable (the book's build, Binder) it does nothing.
+installs ``deepgrad[chapters]`` (the library with what the chapters use: pyproject.toml's extra) from the
+book's repository; where deepgrad is importable (the book's build, Binder) it does nothing.
 
-The cell is tagged ``remove-cell``: the HTML book does not show it. Its ``%pip`` line is indented under
-an ``if``; IPython turns it into ``get_ipython().run_line_magic("pip", ...)`` there too, which these tests
-check by transforming and running the cell with a stand-in for IPython.
+The cell is tagged ``remove-cell``: the HTML book does not show it. It is plain Python (no ``%pip``, whose
+note "you may need to restart the kernel" would mislead, and which carries on after a failed install): pip
+runs in a subprocess with ``check=True``. These tests run the cell with a stand-in for ``subprocess.run``.
 """
 
 from __future__ import annotations
 
+import ast
 import importlib.util
-import re
-import shlex
+import subprocess
+import sys
 from pathlib import Path
 
 import jupytext
 import pytest
 import yaml
-from IPython.core.inputtransformer2 import TransformerManager
 from packaging.requirements import Requirement
 
 ROOT = Path(__file__).resolve().parent.parent
 
 #: The exact text of every chapter's first code cell (README, "Publishing", quotes it).
 INSTALL_CELL = '''\
-# On Colab, or any Jupyter without the book's library: install deepgrad (does nothing otherwise).
+# On Colab, or any Jupyter without the book's library: install deepgrad with the packages the chapters
+# use (does nothing where deepgrad is importable). Nothing is imported before it, so the kernel need
+# not restart; pip prints only errors, and a failed install stops here.
 import importlib.util
+import subprocess
+import sys
 
 if importlib.util.find_spec("deepgrad") is None:
-    %pip install --quiet "deepgrad @ git+https://github.com/OWNER/REPO" myst-nb'''
+    subprocess.run([sys.executable, "-m", "pip", "install", "--quiet",
+                    "deepgrad[chapters] @ git+https://github.com/OWNER/REPO"], check=True)'''
 
 CHAPTERS = sorted(p for p in (ROOT / "chapters").glob("*.md") if jupytext.read(p).metadata.get("kernelspec"))
 
 
-class FakeIPython:
-    """Records the magics a cell runs instead of running them."""
-
-    def __init__(self):
-        self.magics: list[tuple[str, str]] = []
-
-    def run_line_magic(self, name: str, line: str) -> None:
-        self.magics.append((name, line))
-
-
-def _run_install_cell() -> list[tuple[str, str]]:
-    code = TransformerManager().transform_cell(INSTALL_CELL)
-    shell = FakeIPython()
-    exec(compile(code, "<install cell>", "exec"), {"get_ipython": lambda: shell})
-    return shell.magics
+def _run_install_cell(monkeypatch, deepgrad_missing: bool) -> list[list[str]]:
+    """Run the install cell; return the commands it ran, recorded instead of run."""
+    commands = []
+    monkeypatch.setattr(subprocess, "run", lambda command, **kw: commands.append((command, kw)))
+    if deepgrad_missing:
+        real = importlib.util.find_spec
+        monkeypatch.setattr(importlib.util, "find_spec",
+                            lambda name, *a: None if name == "deepgrad" else real(name, *a))
+    exec(compile(INSTALL_CELL, "<install cell>", "exec"), {})
+    return commands
 
 
 @pytest.mark.parametrize("chapter", CHAPTERS, ids=lambda p: p.stem)
@@ -64,37 +65,35 @@ def test_there_are_chapters():
     assert len(CHAPTERS) >= 7
 
 
-def test_the_indented_pip_magic_is_ipython_syntax():
-    code = TransformerManager().transform_cell(INSTALL_CELL)
-    assert "get_ipython().run_line_magic('pip'" in code
-    compile(code, "<install cell>", "exec")  # valid Python once IPython has transformed it
+def test_the_install_cell_is_plain_python_that_says_nothing_misleading():
+    ast.parse(INSTALL_CELL)  # no IPython magic: runs in any kernel, as a script too
+    assert "%pip" not in INSTALL_CELL and "may need to restart" not in INSTALL_CELL
 
 
-def test_install_cell_does_nothing_where_deepgrad_is_importable():
+def test_install_cell_does_nothing_where_deepgrad_is_importable(monkeypatch):
     assert importlib.util.find_spec("deepgrad") is not None
-    assert _run_install_cell() == []
+    assert _run_install_cell(monkeypatch, deepgrad_missing=False) == []
 
 
-def test_install_cell_installs_deepgrad_and_myst_nb_where_deepgrad_is_missing(monkeypatch):
-    real = importlib.util.find_spec
-    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "deepgrad" else real(name, *a))
-    magics = _run_install_cell()
-    assert len(magics) == 1 and magics[0][0] == "pip"
-    arguments = shlex.split(magics[0][1])  # as the shell reads the line IPython hands it
-    assert arguments[:2] == ["install", "--quiet"]
-    requirements = [Requirement(a) for a in arguments[2:]]
-    assert [r.name for r in requirements] == ["deepgrad", "myst-nb"]
+def test_install_cell_installs_deepgrad_with_the_chapters_extra_where_deepgrad_is_missing(monkeypatch):
+    commands = _run_install_cell(monkeypatch, deepgrad_missing=True)
+    assert len(commands) == 1
+    command, options = commands[0]
+    assert options == {"check": True}, "a failed install must stop the cell"
+    assert command[:5] == [sys.executable, "-m", "pip", "install", "--quiet"]  # into the kernel's Python
+    requirements = [Requirement(a) for a in command[5:]]
+    assert [(r.name, r.extras) for r in requirements] == [("deepgrad", {"chapters"})]
     repository = yaml.safe_load((ROOT / "_config.yml").read_text())["repository"]["url"]
     assert requirements[0].url == f"git+{repository}", "install deepgrad from the book's repository (_config.yml)"
 
 
-def test_binder_requirements_agree_with_the_pins():
-    pins = dict(re.findall(r"^([A-Za-z0-9_.-]+)==([^\s#]+)", (ROOT / "requirements.txt").read_text(), re.MULTILINE))
-    binder = (ROOT / "binder" / "requirements.txt").read_text()
-    listed = dict(re.findall(r"^([A-Za-z0-9_.-]+)==([^\s#]+)", binder, re.MULTILINE))
-    assert listed["torch"].endswith("+cpu"), "Binder gets the CPU build of PyTorch"
-    assert "download.pytorch.org/whl/cpu" in binder
-    for name, version in listed.items():
-        assert name in pins, f"binder/requirements.txt pins {name}, which requirements.txt does not"
-        assert version.split("+")[0] == pins[name], f"{name}: binder has {version}, requirements.txt {pins[name]}"
-    assert {"torch", "numpy", "scikit-learn", "matplotlib", "myst-nb", "jupytext"} <= set(listed)
+def test_set_repository_points_the_install_cell_at_the_published_repository(tmp_path):
+    """tools/publish.py set-repository replaces the placeholder in the cell (the Colab notebooks' source)."""
+    sys.path.insert(0, str(ROOT / "tools"))
+    import publish
+
+    (tmp_path / "chapters").mkdir()
+    (tmp_path / "_config.yml").write_text("repository:\n  url: https://github.com/OWNER/REPO\n")
+    (tmp_path / "chapters" / "x.md").write_text(INSTALL_CELL)
+    publish.set_repository("someone/book", root=tmp_path)
+    assert '"deepgrad[chapters] @ git+https://github.com/someone/book"' in (tmp_path / "chapters" / "x.md").read_text()

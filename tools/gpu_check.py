@@ -61,8 +61,8 @@ def export(out: Path) -> None:
     (out / "stubs" / "IPython" / "display.py").write_text(IPYTHON_STUB)
     for stem, path in notebook_chapters().items():
         notebook = jupytext.read(path)
-        # the Colab install cell is IPython syntax (an indented %pip); the device has deepgrad already
-        notebook.cells = [cell for cell in notebook.cells if "%pip" not in cell.source]
+        # the Colab install cell is left out: the device has deepgrad already (lib/ on PYTHONPATH)
+        notebook.cells = [cell for cell in notebook.cells if 'find_spec("deepgrad")' not in cell.source]
         script = jupytext.writes(notebook, fmt="py:percent")
         (out / f"{stem}.py").write_text(script + FOOTER)
     print(f"wrote {len(notebook_chapters())} chapter scripts to {out}")
