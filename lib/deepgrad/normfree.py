@@ -14,7 +14,7 @@ chooses how the branches are kept in check:
   (De & Smith, 2020);
 - ``"rezero"``: ``x + α·W₂ relu(W₁ x)``, the ReZero form ``x + α·F(x)`` with α = 0 at the start and no
   activation in front of the branch's first layer (Bachlechner et al., 2020);
-- ``"fixup"``: Fixup's block (Zhang et al., 2019) ``relu(x + s·W₂ relu(W₁(x + a₁) + a₂) + a₃ ... )``,
+- ``"fixup"``: Fixup's block (Zhang et al., 2019) ``relu(x + s·W₂(relu(W₁(x + a₁) + a₂) + a₃) + a₄)``,
   see :class:`FixupBlock`: the last layer of every branch and the output layer start at zero, the
   other branch layer is He-initialised and multiplied by ``L^(-1/(2m-2))`` (L blocks, m = 2 layers
   per branch), and scalar biases and a scalar multiplier are added.
@@ -103,7 +103,6 @@ class Block(nn.Module):
 class FixupBlock(nn.Module):
     """Fixup's residual block (Zhang et al., 2019), for linear layers, as in its reference code::
 
-        relu(x + s · W₂ relu(W₁(x + a₁) + a₂) + a₃) ... precisely:
         out = relu(W₁(x + a₁) + a₂);  out = s·W₂(out + a₃) + a₄;  return relu(x + out)
 
     W₁ is He-initialised and multiplied by ``blocks^(-1/(2m-2))`` = ``blocks^(-1/2)`` (m = 2 layers per
