@@ -19,6 +19,7 @@ Chapters import it as ``import deepgrad as dg``. Each module is one concept:
 - :mod:`deepgrad.schedules`   the learning-rate range test; step, cosine, warm-up, triangular and one-cycle schedules
 - :mod:`deepgrad.tuning`      hyperparameter search with Optuna: seeded samplers, grid vs random, shared workers
 - :mod:`deepgrad.ablation`    remedy-by-remedy ablation of a failing network; greedy layer-wise training
+- :mod:`deepgrad.normfree`    residual nets without normalisation: SkipInit, ReZero, Fixup, adaptive gradient clipping
 - :mod:`deepgrad.train`       the one training loop (callbacks: clipping, schedules, logging, early stopping), Prechelt
 - :mod:`deepgrad.plotting`    the book's figure style and shared plotting helpers
 - :mod:`deepgrad.book`        numbers as the book prints them (significant digits, 8.9 × 10⁻⁸) and one ``glue``
@@ -38,6 +39,7 @@ from deepgrad import (
     init,
     models,
     normalization,
+    normfree,
     optim,
     plotting,
     precision,
@@ -63,6 +65,7 @@ __all__ = [
     "init",
     "models",
     "normalization",
+    "normfree",
     "optim",
     "plotting",
     "precision",
