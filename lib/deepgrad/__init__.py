@@ -14,6 +14,8 @@ Chapters import it as ``import deepgrad as dg``. Each module is one concept:
 - :mod:`deepgrad.clipping`    gradient clipping by value and by global norm, Pascanu's one-unit cliff, recall runs
 - :mod:`deepgrad.diagnostics` the vocabulary (δ, weight gradient, per-layer factor, saturated,
                               dead), the one hook recorder, the gradient-health report
+- :mod:`deepgrad.transformer` a transformer encoder by hand (attention, layer norm, Post-/Pre-LN, DeepNorm,
+                              ReZero) checked against PyTorch's; synthetic sequence tasks
 - :mod:`deepgrad.recurrent`   the product through time, RNN/LSTM/GRU cells by hand, truncated BPTT (k1, k2), echo states
 - :mod:`deepgrad.optim`       optimisers from their update equations (SGD to AdamW), 2-D test functions
 - :mod:`deepgrad.schedules`   the learning-rate range test; step, cosine, warm-up, triangular and one-cycle schedules
@@ -49,6 +51,7 @@ from deepgrad import (
     residual,
     schedules,
     train,
+    transformer,
 )
 from deepgrad.book import glue, scientific, significant
 from deepgrad.repro import default_device, seed_everything
@@ -75,6 +78,7 @@ __all__ = [
     "residual",
     "schedules",
     "train",
+    "transformer",
     "tuning",
     "default_device",
     "seed_everything",

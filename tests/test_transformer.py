@@ -1,0 +1,208 @@
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from deepgrad.transformer import (
+    Encoder,
+    EncoderLayer,
+    LayerNorm,
+    MultiHeadAttention,
+    attention,
+    deepnorm_constants,
+    final_error,
+    mean_cosine,
+    sequence_task,
+    softmax_jacobian,
+    train_task,
+    warmup_linear,
+)
+
+
+def _pair(norm_first: bool, d_model=12, heads=3, d_ff=20, fused_norm=False):
+    """A torch layer (float64, train mode) and ours with its weights copied over."""
+    theirs = nn.TransformerEncoderLayer(d_model, heads, dim_feedforward=d_ff, dropout=0.0, batch_first=True,
+                                        norm_first=norm_first).double()
+    with torch.no_grad():  # non-trivial layer-norm parameters and biases, so that copying them matters
+        for p in theirs.parameters():
+            if p.ndim == 1:
+                p.add_(0.3 * torch.randn_like(p))
+    mine = EncoderLayer(d_model, heads, d_ff, norm="pre" if norm_first else "post",
+                        fused_norm=fused_norm).double().copy_from(theirs)
+    return mine, theirs
+
+
+@pytest.mark.parametrize("fused_norm", [False, True])
+@pytest.mark.parametrize("norm_first", [False, True])
+def test_encoder_layer_matches_torch_outputs_and_gradients(norm_first, fused_norm):
+    mine, theirs = _pair(norm_first, fused_norm=fused_norm)
+    x = torch.randn(4, 7, 12, dtype=torch.float64)
+    xa, xb = x.clone().requires_grad_(), x.clone().requires_grad_()
+    target = torch.randn(4, 7, 12, dtype=torch.float64)
+    out_a, out_b = mine(xa), theirs(xb)
+    torch.testing.assert_close(out_a, out_b, rtol=1e-10, atol=1e-10)
+    (out_a * target).sum().backward()
+    (out_b * target).sum().backward()
+    torch.testing.assert_close(xa.grad, xb.grad, rtol=1e-10, atol=1e-10)
+    sa, d = theirs.self_attn, 12
+    in_proj = torch.cat([mine.attn.query.weight.grad, mine.attn.key.weight.grad, mine.attn.value.weight.grad])
+    torch.testing.assert_close(in_proj, sa.in_proj_weight.grad, rtol=1e-10, atol=1e-10)
+    in_bias = torch.cat([mine.attn.query.bias.grad, mine.attn.key.bias.grad, mine.attn.value.bias.grad])
+    torch.testing.assert_close(in_bias, sa.in_proj_bias.grad, rtol=1e-10, atol=1e-10)
+    for a, b in [(mine.attn.out, sa.out_proj), (mine.linear1, theirs.linear1), (mine.linear2, theirs.linear2),
+                 (mine.norm1, theirs.norm1), (mine.norm2, theirs.norm2)]:
+        torch.testing.assert_close(a.weight.grad, b.weight.grad, rtol=1e-10, atol=1e-10)
+        torch.testing.assert_close(a.bias.grad, b.bias.grad, rtol=1e-10, atol=1e-10)
+    assert in_proj.shape == (3 * d, d)
+
+
+@pytest.mark.parametrize("norm_first", [False, True])
+def test_the_comparison_can_fail(norm_first):
+    # the other arrangement computes something else: the comparison above is not vacuous
+    mine, theirs = _pair(norm_first)
+    other = EncoderLayer(12, 3, 20, norm="post" if norm_first else "pre").double().copy_from(theirs)
+    x = torch.randn(2, 5, 12, dtype=torch.float64)
+    assert not torch.allclose(other(x), theirs(x), atol=1e-3)
+    assert torch.allclose(mine(x), theirs(x), atol=1e-10)
+
+
+def test_float32_layers_agree_in_train_mode():
+    theirs = nn.TransformerEncoderLayer(16, 2, dim_feedforward=32, dropout=0.0, batch_first=True, norm_first=True)
+    mine = EncoderLayer(16, 2, 32, norm="pre").copy_from(theirs)
+    x = torch.randn(3, 6, 16)
+    torch.testing.assert_close(mine(x), theirs(x), rtol=1e-5, atol=1e-5)
+
+
+def test_attention_matches_torch_sdpa_and_scale_switch():
+    q, k, v = (torch.randn(2, 3, 5, 8, dtype=torch.float64) for _ in range(3))
+    out, weights = attention(q, k, v)
+    torch.testing.assert_close(out, F.scaled_dot_product_attention(q, k, v))
+    torch.testing.assert_close(weights.sum(-1), torch.ones(2, 3, 5, dtype=torch.float64))
+    unscaled, _ = attention(q, k, v, scale=False)
+    torch.testing.assert_close(unscaled, F.scaled_dot_product_attention(q, k, v, scale=1.0))
+    assert not torch.allclose(unscaled, out)
+
+
+def test_multi_head_attention_matches_torch():
+    theirs = nn.MultiheadAttention(8, 2, batch_first=True).double()
+    mine = MultiHeadAttention(8, 2).double()
+    with torch.no_grad():
+        for i, layer in enumerate((mine.query, mine.key, mine.value)):
+            layer.weight.copy_(theirs.in_proj_weight[8 * i:8 * (i + 1)])
+            layer.bias.copy_(0.1 * torch.randn(8))
+            theirs.in_proj_bias[8 * i:8 * (i + 1)] = layer.bias
+        mine.out.weight.copy_(theirs.out_proj.weight)
+    x = torch.randn(3, 4, 8, dtype=torch.float64)
+    out, weights = theirs(x, x, x, average_attn_weights=False)
+    torch.testing.assert_close(mine(x), out)
+    torch.testing.assert_close(mine.weights, weights)
+
+
+def test_softmax_jacobian_is_autograd_jacobian_and_vanishes_when_saturated():
+    s = torch.randn(6, dtype=torch.float64)
+    jac = torch.autograd.functional.jacobian(lambda z: torch.softmax(z, -1), s)
+    torch.testing.assert_close(softmax_jacobian(torch.softmax(s, -1)), jac)
+    saturated = torch.softmax(torch.tensor([40.0, 0.0, 0.0], dtype=torch.float64), -1)
+    assert softmax_jacobian(saturated).abs().max() < 1e-15
+
+
+@pytest.mark.parametrize("fused", [False, True])
+def test_layer_norm_matches_torch(fused):
+    mine, theirs = LayerNorm(7, fused=fused).double(), nn.LayerNorm(7).double()
+    with torch.no_grad():
+        theirs.weight.add_(torch.randn(7, dtype=torch.float64))
+        mine.weight.copy_(theirs.weight)
+    x = torch.randn(4, 3, 7, dtype=torch.float64)
+    xa, xb = x.clone().requires_grad_(), x.clone().requires_grad_()
+    g = torch.randn_like(x)
+    out_a, out_b = mine(xa), theirs(xb)
+    torch.testing.assert_close(out_a, out_b)
+    (out_a * g).sum().backward()
+    (out_b * g).sum().backward()
+    torch.testing.assert_close(xa.grad, xb.grad)
+    torch.testing.assert_close(mine.weight.grad, theirs.weight.grad)
+
+
+def test_encoder_layers_are_fresh_and_pre_ln_has_a_final_norm():
+    post, pre = Encoder(5, 6, layers=3, norm="post"), Encoder(5, 6, layers=3, norm="pre")
+    w = [layer.attn.query.weight for layer in post.layers]
+    assert not torch.equal(w[0], w[1]) and not torch.equal(w[1], w[2])
+    assert isinstance(pre.final_norm, LayerNorm) and isinstance(post.final_norm, nn.Identity)
+    tokens = torch.randint(5, (2, 6))
+    assert post(tokens).shape == (2, 6, 5)
+    # Post-LN's output is layer-normalised already: mean 0, variance 1 per position
+    h = post.features(tokens)
+    torch.testing.assert_close(h.mean(-1), torch.zeros(2, 6), atol=1e-5, rtol=0)
+
+
+def test_rezero_starts_as_the_identity():
+    layer = EncoderLayer(8, 2, 16, norm="rezero")
+    x = torch.randn(2, 5, 8)
+    torch.testing.assert_close(layer(x), x)
+    assert layer.gate.item() == 0
+
+
+def test_deepnorm_constants_and_scaling():
+    alpha, beta = deepnorm_constants(8)
+    assert alpha == pytest.approx(16 ** 0.25) and beta == pytest.approx(64 ** -0.25)
+    torch.manual_seed(0)
+    plain = EncoderLayer(8, 2, 16)
+    torch.manual_seed(0)
+    scaled = EncoderLayer(8, 2, 16, residual_scale=alpha, branch_gain=beta)
+    torch.testing.assert_close(scaled.attn.value.weight, beta * plain.attn.value.weight)
+    torch.testing.assert_close(scaled.attn.query.weight, plain.attn.query.weight)
+    # with zero branches, x ↦ LN(α x) = LN(x): the residual scale matters only beside a branch
+    deep = Encoder(4, 5, layers=8, deepnorm=True)
+    assert deep.layers[0].residual_scale == pytest.approx(alpha)
+
+
+def test_sequence_tasks():
+    g = torch.Generator().manual_seed(0)
+    x, y = sequence_task("reverse", 3, 5, 7, generator=g)
+    assert torch.equal(y, x.flip(1)) and x.max() < 7
+    x, y = sequence_task("sort", 3, 5, 7, generator=g)
+    assert torch.equal(y, torch.sort(x, 1).values)
+    x, y = sequence_task("copy", 3, 5, 7, generator=g)
+    assert torch.equal(x, y)
+
+
+def test_mean_cosine():
+    same = torch.ones(2, 4, 3)
+    assert mean_cosine(same) == pytest.approx(1.0)
+    eye = torch.eye(4).expand(2, 4, 4)
+    assert mean_cosine(eye) == pytest.approx(0.0)
+
+
+def test_warmup_linear():
+    assert [warmup_linear(k, 1.0, 4) for k in range(6)] == [0.25, 0.5, 0.75, 1.0, 1.0, 1.0]
+    assert warmup_linear(0, 0.1, 0) == 0.1
+
+
+def test_training_is_seeded_and_learns():
+    a = final_error(0, norm="pre", steps=30, layers=1, lr=3e-3)
+    b = final_error(0, norm="pre", steps=30, layers=1, lr=3e-3)
+    assert a == b
+    model, history, _ = train_task(0, norm="pre", steps=30, layers=1, lr=3e-3)
+    assert history.steps == 30 and history.train_loss[-1] < history.train_loss[0]
+    assert history.logs["lr"][0] == 3e-3
+
+
+@pytest.mark.parametrize("bad, error", [
+    (dict(norm="middle"), ValueError),
+    (dict(d_model=10, heads=3), ValueError),
+    (dict(heads=2.0), TypeError),
+    (dict(norm="pre", deepnorm=True), ValueError),
+])
+def test_clear_errors(bad, error):
+    with pytest.raises(error):
+        Encoder(5, 6, **bad)
+
+
+def test_layer_errors():
+    with pytest.raises(ValueError, match="residual_scale"):
+        EncoderLayer(8, 2, 16, norm="pre", residual_scale=2.0)
+    with pytest.raises(ValueError, match="task"):
+        sequence_task("shuffle", 2, 3, 4)
+    assert math.isfinite(deepnorm_constants(1)[0])
