@@ -21,6 +21,8 @@ Chapters import it as ``import deepgrad as dg``. Each module is one concept:
 - :mod:`deepgrad.ablation`    remedy-by-remedy ablation of a failing network; greedy layer-wise training
 - :mod:`deepgrad.train`       the one training loop (callbacks: clipping, schedules, logging, early stopping), Prechelt
 - :mod:`deepgrad.plotting`    the book's figure style and shared plotting helpers
+- :mod:`deepgrad.explorer`    the interactive gradient-flow figure: measured and predicted δ profiles over a grid
+- :mod:`deepgrad.tables`      HTML tables for rich outputs (the gradient report, recipes)
 - :mod:`deepgrad.book`        numbers as the book prints them (significant digits, 8.9 × 10⁻⁸) and one ``glue``
 - :mod:`deepgrad.evidence`    paired comparisons of two arms over seeds: wins, mean difference, bootstrap interval
 """
@@ -34,6 +36,7 @@ from deepgrad import (
     data,
     diagnostics,
     evidence,
+    explorer,
     init,
     models,
     normalization,
@@ -44,6 +47,7 @@ from deepgrad import (
     repro,
     residual,
     schedules,
+    tables,
     train,
 )
 from deepgrad.book import glue, scientific, significant
@@ -58,6 +62,7 @@ __all__ = [
     "data",
     "diagnostics",
     "evidence",
+    "explorer",
     "init",
     "models",
     "normalization",
@@ -68,6 +73,7 @@ __all__ = [
     "repro",
     "residual",
     "schedules",
+    "tables",
     "train",
     "tuning",
     "default_device",
