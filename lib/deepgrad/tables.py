@@ -4,7 +4,8 @@ Jupyter and the book show an object's ``_repr_html_`` where they can and its tex
 ``_repr_pretty_``) elsewhere, so a report prints as a fixed-width table in a terminal and renders as
 an HTML table, which reflows on a phone, in the book. The tables carry the class ``dg-table``
 (styled by the book's ``_static/report-tables.css``) inside a scrolling wrapper, so that a wide
-table scrolls by itself rather than widening the page.
+table scrolls by itself rather than widening the page (``_static/report-tables.js`` makes each
+wrapper a focusable, labelled region, so that the scrolling works from the keyboard too).
 """
 
 from __future__ import annotations
