@@ -6,6 +6,7 @@
 (function () {
   "use strict";
   var SVG = "http://www.w3.org/2000/svg";
+  // the drawing's size in its own units: narrower on a phone, so that its text stays legible
   var W = 640, H = 320, M = { left: 58, right: 16, top: 30, bottom: 44 };
   var SUP = { "-": "\u207b", "0": "\u2070", "1": "\u00b9", "2": "\u00b2", "3": "\u00b3", "4": "\u2074",
               "5": "\u2075", "6": "\u2076", "7": "\u2077", "8": "\u2078", "9": "\u2079" };
@@ -76,6 +77,11 @@
 
     function draw() {
       var a = Number(act.value), s = Number(sw.value), d = Number(depth.value);
+      var narrow = root.clientWidth > 0 && root.clientWidth < 520;
+      W = narrow ? 400 : 640;
+      H = narrow ? 330 : 320;
+      M.top = narrow ? 48 : 30;
+      svg.setAttribute("viewBox", "0 0 " + W + " " + H);
       sw.sync(); depth.sync();
       var point = data.points[a + "," + s + "," + d];
       var L = data.depths[d], name = data.activations[a];
@@ -125,8 +131,9 @@
       var legend = el("g", { "class": "dg-legend" }, svg);
       el("line", { x1: M.left + 10, x2: M.left + 34, y1: 14, y2: 14, stroke: color, "class": "dg-predicted" }, legend);
       el("text", { x: M.left + 40, y: 18 }, legend).textContent = "mean-field prediction";
-      el("circle", { cx: M.left + 222, cy: 14, r: 3.4, fill: color }, legend);
-      el("text", { x: M.left + 232, y: 18 }, legend).textContent =
+      var lx = narrow ? M.left + 22 : M.left + 222, ly = narrow ? 34 : 14;
+      el("circle", { cx: lx, cy: ly, r: 3.4, fill: color }, legend);
+      el("text", { x: lx + 10, y: ly + 4 }, legend).textContent =
         "measured (" + data.networks + " networks of width " + data.width + ")";
 
       var sentence = name + ", \u03c3_w = " + scale(data.scales[s]) + ", " + L + " layers: \u03b4 at layer 1 is " +
@@ -138,6 +145,10 @@
       readout.textContent = sentence;
       root.dataset.position = [a, s, d].join(",");
     }
+    var width = root.clientWidth;
+    window.addEventListener("resize", function () {
+      if ((root.clientWidth < 520) !== (width < 520)) { width = root.clientWidth; draw(); }
+    });
     act.addEventListener("change", draw);
     sw.addEventListener("input", draw);
     depth.addEventListener("input", draw);
