@@ -19,11 +19,13 @@ TORCH_PIN = $(shell sed -n 's/^torch==\([^ ]*\).*/\1/p' requirements.txt)
 # nbval compares text outputs recorded on a CPU: run the chapters there for the comparison
 TEST_ENV := DEEPGRAD_DEVICE=cpu
 
-.PHONY: book learner test unit nbval browser linkcheck reference bench clean distclean help
+.PHONY: book learner pdf test unit nbval browser linkcheck reference bench clean distclean help
 
 help:
 	@echo "make book       build the HTML book into _build/html (executes changed chapters)"
 	@echo "make learner    the chapters as plain notebooks that read like the book (_build/learner/), from the build"
+	@echo "make pdf        the whole book as one PDF, _build/pdf/book.pdf (Chromium prints the single-page"
+	@echo "                build; executes only what the cache lacks); a later make book links it"
 	@echo "make test       lint and unit tests, nbval on every chapter, the book build (warnings are errors;"
 	@echo "                it reuses nbval's executions), then every page checked in headless Chromium"
 	@echo "make linkcheck  check every external link of the book (needs the internet; weekly on GitHub)"
@@ -53,6 +55,16 @@ book: $(STAMP)
 # The learner notebooks again from the last build (tools/learner.py); `book` writes them too
 learner:
 	$(BIN)/python tools/learner.py
+
+# The PDF edition: the single-page HTML build (the same execution cache as `book`), printed by
+# headless Chromium (tools/pdf.py); then its checks (tests/test_pdf.py). Run before `book`, which
+# copies the PDF into the site and links it from every page.
+pdf: $(STAMP)
+	$(BIN)/python tools/chapters.py cache-guard
+	$(BIN)/python tools/chapters.py execute --jobs $(JOBS)
+	$(BIN)/jupyter-book build . --builder singlehtml --warningiserror --keep-going
+	$(BIN)/python tools/pdf.py _build/singlehtml _build/pdf/book.pdf
+	BOOK_PDF_REQUIRED=1 $(BIN)/python -m pytest tests/test_pdf.py -q
 
 unit: $(STAMP)
 	$(BIN)/ruff check lib tests tools _ext conftest.py

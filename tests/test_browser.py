@@ -388,6 +388,8 @@ SUBJECTS = {
     "activations": "activation functions", "initialization": "weight initialisation", "batchnorm": "batch norm",
     "residuals": "residual connections", "clipping": "gradient clipping", "recurrent": "recurrent networks",
     "optimizers": "optimisers", "tuning": "early stopping", "capstone": "capstone",
+    "transformers": "transformers", "precision": "low-precision training",
+    "normalization-free": "without normalisation",
 }
 
 
@@ -692,3 +694,59 @@ def test_hover_previews_of_terms_figures_and_equations(book, reader):
         panel.wait_for(state="hidden")
     page.screenshot(path=str(SCREENSHOTS / "interaction-preview.png"))
     assert not errors, errors
+
+
+def test_gradient_flow_explorer_redraws_from_the_stored_values(book):
+    """chapters/causes.html: the explorer opens at its default with the number the text glues, and
+    keyboard moves of its sliders (and a new activation) redraw the measured points from the stored data."""
+    import json
+
+    page = book.page
+    page.goto(book.base + "chapters/causes.html", wait_until="load")
+    root = page.locator(".dg-explorer").first
+    data = json.loads(root.locator("script.dg-explorer-data").text_content())
+
+    def shown():
+        dots = root.locator("g.dg-measured")
+        return (root.get_attribute("data-position"), json.loads(dots.get_attribute("data-values")),
+                dots.locator("circle").count(), root.locator("p.dg-explorer-readout").text_content(),
+                root.locator("path.dg-predicted").first.get_attribute("d"))
+
+    def expect(position, state):
+        point = data["points"][",".join(map(str, position))]
+        assert state[0] == ",".join(map(str, position))
+        assert state[1] == point["m"], "the measured points are not the stored ones"
+        assert state[2] == sum(v is not None for v in point["m"]) == data["depths"][position[2]]
+        assert point["f"][0] in state[3] and point["f"][1] in state[3]
+
+    a, s, d = data["default"]
+    before = shown()
+    expect((a, s, d), before)
+    # the text quotes the default position's measured number (glued by the chapter)
+    prose = page.locator("article").inner_text()
+    assert prose.count(data["points"][f"{a},{s},{d}"]["f"][0]) >= 2, "the default number is not in the text"
+
+    scale = root.locator("input[type=range]").nth(0)
+    scale.focus()
+    page.keyboard.press("ArrowRight")
+    after = shown()
+    expect((a, s + 1, d), after)
+    assert after[4] != before[4], "the prediction line did not change"
+    assert scale.get_attribute("aria-valuetext") == f"{data['scales'][s + 1]:g}"
+
+    depth = root.locator("input[type=range]").nth(1)
+    depth.focus()
+    page.keyboard.press("ArrowLeft")
+    expect((a, s + 1, d - 1), shown())
+    other = (a + 1) % len(data["activations"])
+    root.locator("select").select_option(str(other))
+    expect((other, s + 1, d - 1), shown())
+
+    # on a phone the figure fits the screen
+    page.set_viewport_size({"width": 390, "height": 844})
+    try:
+        page.reload(wait_until="load")
+        box = page.locator(".dg-explorer svg").first.bounding_box()
+        assert box and box["x"] >= 0 and box["x"] + box["width"] <= 390, box
+    finally:
+        page.set_viewport_size({"width": 1280, "height": 900})

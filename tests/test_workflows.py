@@ -175,6 +175,8 @@ def test_book_workflow_builds_with_the_readme_command_and_deploys_the_html_to_pa
     workflow = _workflow("book.yml")
     build, deploy = workflow["jobs"]["build"], workflow["jobs"]["deploy"]
     assert "make book" in _run_lines(build)
+    # the PDF edition is built first, so that the book build copies it into the site (_ext/book_pdf.py)
+    assert _run_lines(build).index("make pdf") < _run_lines(build).index("make book")
     upload = [s for s in build["steps"] if s.get("uses", "").startswith("actions/upload-pages-artifact@")]
     assert upload and upload[0]["with"]["path"] == "_build/html"
     assert any(s.get("uses", "").startswith("actions/deploy-pages@") for s in deploy["steps"])

@@ -24,6 +24,8 @@ Chapters import it as ``import deepgrad as dg``. Each module is one concept:
 - :mod:`deepgrad.normfree`    residual nets without normalisation: SkipInit, ReZero, Fixup, adaptive gradient clipping
 - :mod:`deepgrad.train`       the one training loop (callbacks: clipping, schedules, logging, early stopping), Prechelt
 - :mod:`deepgrad.plotting`    the book's figure style and shared plotting helpers
+- :mod:`deepgrad.explorer`    the interactive gradient-flow figure: measured and predicted δ profiles over a grid
+- :mod:`deepgrad.tables`      HTML tables for rich outputs (the gradient report, recipes)
 - :mod:`deepgrad.book`        numbers as the book prints them (significant digits, 8.9 × 10⁻⁸) and one ``glue``
 - :mod:`deepgrad.evidence`    paired comparisons of two arms over seeds: wins, mean difference, bootstrap interval
 - :mod:`deepgrad.precision`   float16/bfloat16 limits, simulated low-precision layers, δ underflow, loss scaling
@@ -38,6 +40,7 @@ from deepgrad import (
     data,
     diagnostics,
     evidence,
+    explorer,
     init,
     models,
     normalization,
@@ -50,6 +53,7 @@ from deepgrad import (
     repro,
     residual,
     schedules,
+    tables,
     train,
     transformer,
 )
@@ -65,6 +69,7 @@ __all__ = [
     "data",
     "diagnostics",
     "evidence",
+    "explorer",
     "init",
     "models",
     "normalization",
@@ -77,6 +82,7 @@ __all__ = [
     "repro",
     "residual",
     "schedules",
+    "tables",
     "train",
     "transformer",
     "tuning",

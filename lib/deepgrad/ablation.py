@@ -16,13 +16,14 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import textwrap
 from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
 from torch import nn
 
-from deepgrad import activations
+from deepgrad import activations, tables
 from deepgrad import init as init_
 from deepgrad._checks import fraction, one_of, positive, positive_int
 from deepgrad.book import scientific
@@ -59,6 +60,15 @@ class Recipe:
         positive("lr", self.lr)
         if self.clip is not None:
             positive("clip", self.clip)
+
+    def _repr_pretty_(self, printer, cycle: bool) -> None:
+        """IPython's text: the dataclass's repr, wrapped at 76 columns."""
+        printer.text(textwrap.fill(repr(self), 76))
+
+    def _repr_html_(self) -> str:
+        """The recipe as a two-column HTML table, one row per choice."""
+        rows = [[f.name, repr(getattr(self, f.name))] for f in dataclasses.fields(self)]
+        return tables.html_table(["choice", "value"], rows, caption="Recipe")
 
     def but(self, **changes) -> Recipe:
         """A copy with some choices changed: ``naive.but(activation="relu")``."""

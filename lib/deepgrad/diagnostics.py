@@ -44,6 +44,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.utils.hooks import RemovableHandle
 
+from deepgrad import tables
 from deepgrad._checks import one_of
 
 # --------------------------------------------------------------------------------------------
@@ -848,18 +849,40 @@ class GradientReport:
         return verdict_from_rows(self.layers, self._reference() + 1, vanishing_below=self.vanishing_below,
                                  exploding_above=self.exploding_above)
 
+    #: the table's columns: (header, meaning); the prose and the HTML table's tooltips use these names
+    COLUMNS = (
+        ("layer", "position, 1 = nearest the input"),
+        ("act", "the activation that follows the layer"),
+        ("|dL/dW|", "norm of the weight gradient"),
+        ("dL/dout", "RMS of the back-propagated gradient δ at the layer's output"),
+        ("rel", "δ relative to the reference layer's (the last hidden layer)"),
+        ("upd/w", "size of one update relative to the weights, ‖ΔW‖/‖W‖"),
+        ("out std", "spread of the layer's outputs over batch and units"),
+        ("sat", "fraction of saturated sigmoid/tanh outputs"),
+        ("dead", "fraction of ReLU units that never fired"),
+        ("name", "the module's name in the model"),
+    )
+
+    def _cells(self) -> list[list[str]]:
+        """One row of formatted cells per layer, in the order of :attr:`COLUMNS`."""
+        pct = lambda v: "-" if math.isnan(v) else f"{100 * v:.0f}%"  # noqa: E731
+        rows = []
+        for r in self.layers:
+            numbers = [f"{v:.1e}" for v in (r.weight_grad_norm, r.output_grad_rms, r.relative_grad,
+                                             r.update_ratio, r.output_std)]
+            if not r.trainable:  # frozen: no weight gradient, no update
+                numbers[0] = numbers[3] = "-"
+            rows.append([str(r.index), (r.activation or "-")[:7], *numbers, pct(r.saturated), pct(r.dead),
+                         r.name])
+        return rows
+
     def table(self) -> str:
         """The per-layer evidence as a fixed-width text table (under 80 columns for an MLP)."""
-        pct = lambda v: "  -" if math.isnan(v) else f"{100 * v:3.0f}%"  # noqa: E731
-        lines = [f"{'layer':>5} {'act':<7} {'|dL/dW|':>7} {'dL/dout':>7} {'rel':>7} {'upd/w':>7} "
-                 f"{'out std':>7} {'sat':>4} {'dead':>4}  name"]
-        for r in self.layers:
-            numbers = [f"{v:7.1e}" for v in (r.weight_grad_norm, r.output_grad_rms, r.relative_grad,
-                                              r.update_ratio, r.output_std)]
-            if not r.trainable:  # frozen: no weight gradient, no update
-                numbers[0] = numbers[3] = f"{'-':>7}"
-            lines.append(f"{r.index:>5} {(r.activation or '-')[:7]:<7} " + " ".join(numbers)
-                         + f" {pct(r.saturated):>4} {pct(r.dead):>4}  {r.name}")
+        widths = (5, -7, 7, 7, 7, 7, 7, 4, 4)
+        lines = []
+        for row in [[h for h, _ in self.COLUMNS], *self._cells()]:
+            cells = [f"{c:<{-w}}" if w < 0 else f"{c:>{w}}" for c, w in zip(row[:-1], widths, strict=True)]
+            lines.append(" ".join(cells) + "  " + row[-1])
         return "\n".join(lines)
 
     def _steps_line(self) -> str:
@@ -872,6 +895,24 @@ class GradientReport:
         verdict = self.verdict
         return f"{self.table()}\n{self._steps_line()}\n" + textwrap.fill(
             f"verdict: {verdict.headline}: {verdict.evidence}", width=78, subsequent_indent="  ")
+
+    def _repr_pretty_(self, printer, cycle: bool) -> None:
+        """IPython's text: the printed report (Jupyter's fallback where HTML is not shown)."""
+        printer.text(str(self))
+
+    def _repr_html_(self) -> str:
+        """The report as an HTML table (the book and Jupyter show this); the columns as in :meth:`table`."""
+        verdict = self.verdict
+        rows = self._cells()
+        reference = self._reference() + 1 if rows else None
+        classes = ["dg-reference" if r.index == reference else
+                   "dg-low" if r.relative_grad < self.vanishing_below else None for r in self.layers]
+        return tables.html_table(
+            [h for h, _ in self.COLUMNS], rows, titles=[t for _, t in self.COLUMNS], row_classes=classes,
+            numeric=[True, False, *[True] * 7, False],
+            caption=f"Gradient report: medians per layer; rel is relative to layer {reference} (the reference)"
+            if rows else "Gradient report: no layer recorded",
+            after=[self._steps_line(), f"verdict: {verdict.headline}: {verdict.evidence}"])
 
 
 def _ranges(indices: list[int]) -> str:
