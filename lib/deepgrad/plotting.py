@@ -72,7 +72,8 @@ PX_PER_PT = COLUMN_PX / FULL_WIDTH / 72
 OVERSAMPLE = 2
 #: The smallest text allowed in a figure, in CSS pixels at its displayed size.
 MIN_FONT_PX = 9.0
-#: Markers and line styles that pair with the colour cycle, so that series differ without colour too.
+#: Markers that pair with the colour cycle, so that series differ without colour too, and line styles
+#: that :func:`style` pairs with them.
 MARKERS = ("o", "s", "^", "D", "v", "P", "X")
 LINESTYLES = ("-", "--", ":", "-.", (0, (5, 1.5)), (0, (3, 1, 1, 1, 1, 1)), (0, (1, 1.5)))
 _CYCLE = ("blue", "orange", "green", "vermillion", "sky", "purple", "black")
@@ -104,8 +105,8 @@ def use_style() -> None:
         "grid.linewidth": 0.6,
         "lines.linewidth": 1.8,
         "lines.markersize": 5,
-        "axes.prop_cycle": (mpl.cycler(color=[PALETTE[k] for k in _CYCLE])
-                            + mpl.cycler(marker=MARKERS) + mpl.cycler(linestyle=LINESTYLES)),
+        # each colour with its own marker; lines stay solid unless a chapter gives them a meaning
+        "axes.prop_cycle": mpl.cycler(color=[PALETTE[k] for k in _CYCLE]) + mpl.cycler(marker=MARKERS),
         "image.cmap": "viridis",
     })
 
@@ -145,12 +146,13 @@ def figure(ncols: int = 1, nrows: int = 1, *, height: float = 3.4, width: float 
 
 
 def layer_profile(ax: Axes, values: Sequence[float], *, label: str | None = None, color: str | None = None,
-                  marker: str = "o", start: int = 1, **line) -> None:
+                  marker: str | None = None, start: int = 1, **line) -> None:
     """Plot a per-layer quantity against layer number on a log axis.
 
     Layers are numbered from ``start`` on the input side. Non-finite or non-positive values
     cannot be shown on a log axis: they are marked with an ✕ on the axis floor and the label
-    says "diverged", so a blown-up run is visible rather than silently missing. Further keywords
+    says "diverged", so a blown-up run is visible rather than silently missing. Without ``marker``,
+    each profile of an axes takes the next marker of the style's cycle. Further keywords
     (``linestyle``, ``markerfacecolor``, ...) go to ``ax.plot``.
     """
     layers = list(range(start, start + len(values)))
