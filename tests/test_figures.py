@@ -8,7 +8,7 @@ Two parts:
 - every figure of a built book (``_build/html``, or ``BOOK_HTML``; skipped without one): each
   ``{glue:figure}`` of each chapter is on its page, as a PNG with those measurements, shown at its
   width in the scheme, stored at twice that, with no text smaller than ``MIN_FONT_PX`` on the page,
-  and linked to its full-size file (a click or tap enlarges it).
+  nothing cut off at its edges, and linked to its full-size file (a click or tap enlarges it).
 """
 
 import json
@@ -47,6 +47,18 @@ def _info(png: Path | bytes) -> dict:
     image = Image.open(png if isinstance(png, Path) else __import__("io").BytesIO(png))
     assert "deepgrad" in image.info, f"{png}: no deepgrad measurements (not drawn by plotting.render)"
     return {**json.loads(image.info["deepgrad"]), "size": image.size}
+
+
+def _ink_on_the_edge(png: Path, band: int = 2) -> str | None:
+    """The first edge of the image with dark pixels in its outer ``band`` pixels (drawn, then cut)."""
+    import numpy as np
+
+    grey = np.asarray(Image.open(png).convert("L"))
+    for name, strip in (("top", grey[:band]), ("bottom", grey[-band:]), ("left", grey[:, :band]),
+                        ("right", grey[:, -band:])):
+        if (strip < 200).any():
+            return name
+    return None
 
 
 # --- the house style ---------------------------------------------------------------------------
@@ -107,6 +119,15 @@ def test_render_measures_size_dpi_and_the_smallest_font():
     plt.close(fig)
 
 
+def test_render_measures_what_the_figure_cuts_off():
+    plotting.use_style()
+    fig, axes = plotting.figure(ncols=3)
+    assert plotting.render(fig).info["overflow_px"] == 0
+    axes[2].set_title("a title far too long for the last of three panels in a row")
+    assert plotting.render(fig).info["overflow_px"] > 10
+    plt.close(fig)
+
+
 def test_render_catches_text_too_small_to_read():
     plotting.use_style()
     fig, ax = plotting.figure(width="narrow")
@@ -161,6 +182,11 @@ def test_every_figure_is_crisp_legible_and_enlargeable(stem):
         if info["min_font_px"] is not None and info["min_font_px"] < plotting.MIN_FONT_PX:
             problems.append(f"{where}: text of {info['min_font_pt']} pt is {info['min_font_px']} px on the page "
                             f"(< {plotting.MIN_FONT_PX} px)")
+        if info.get("overflow_px", 0) > 1:
+            problems.append(f"{where}: the drawing reaches {info['overflow_px']} px beyond the figure's edge (cut off)")
+        edge = _ink_on_the_edge((page.parent / img["src"]).resolve())
+        if edge:
+            problems.append(f"{where}: ink on its {edge} edge (something is cut off)")
         link = img.find_parent("a")
         if link is None or Path(link["href"]).name != Path(img["src"]).name:
             problems.append(f"{where}: not linked to its full-size image")

@@ -219,7 +219,8 @@ def glue_text(name: str, text: str) -> None:
 class RenderedFigure:
     """A figure rendered for the page: PNG bytes, the CSS width to show it at, and its measurements.
 
-    ``info`` holds ``display_px`` (CSS width), ``dpi``, ``width_in``, ``min_font_pt``
+    ``info`` holds ``display_px`` (CSS width), ``dpi``, ``width_in``, ``overflow_px`` (how far the
+    drawing reaches beyond the figure's edges, cut off), ``min_font_pt``
     and ``min_font_px`` (the smallest text drawn, at the displayed size). It is stored in the PNG as a
     ``deepgrad`` text chunk, where tests/test_figures.py reads it back from the built book.
     """
@@ -273,7 +274,11 @@ def render(fig: Figure) -> RenderedFigure:
     dpi = OVERSAMPLE * COLUMN_PX / FULL_WIDTH
     sizes = _font_sizes(fig)
     min_pt = min(sizes) if sizes else None
+    # how far the drawing reaches beyond the figure's edges (cut off in the PNG), in displayed pixels
+    drawn, edges = fig.get_tightbbox(), fig.bbox_inches
+    beyond = max(0.0, edges.x0 - drawn.x0, edges.y0 - drawn.y0, drawn.x1 - edges.x1, drawn.y1 - edges.y1)
     info = {"display_px": display_px, "dpi": dpi, "width_in": float(width_in),
+            "overflow_px": round(float(beyond) * COLUMN_PX / FULL_WIDTH, 1),
             "min_font_pt": min_pt, "min_font_px": None if min_pt is None else round(min_pt * PX_PER_PT, 2)}
     buffer = BytesIO()
     fig.savefig(buffer, format="png", dpi=dpi, facecolor="white",
