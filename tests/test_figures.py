@@ -11,6 +11,7 @@ Two parts:
   nothing cut off at its edges, and linked to its full-size file (a click or tap enlarges it).
 """
 
+import io
 import json
 import os
 import re
@@ -43,17 +44,20 @@ def _contrast_on_white(colour: str) -> float:
     return 1.05 / (_luminance(colour) + 0.05)
 
 
-def _info(png: Path | bytes) -> dict:
-    image = Image.open(png if isinstance(png, Path) else __import__("io").BytesIO(png))
-    assert "deepgrad" in image.info, f"{png}: no deepgrad measurements (not drawn by plotting.render)"
-    return {**json.loads(image.info["deepgrad"]), "size": image.size}
+def _info(png: Path | bytes) -> dict | None:
+    """The measurements :func:`deepgrad.plotting.render` stored in a PNG, with its size; None without them."""
+    with Image.open(png if isinstance(png, Path) else io.BytesIO(png)) as image:
+        if "deepgrad" not in image.info:
+            return None
+        return {**json.loads(image.info["deepgrad"]), "size": image.size}
 
 
 def _ink_on_the_edge(png: Path, band: int = 2) -> str | None:
     """The first edge of the image with dark pixels in its outer ``band`` pixels (drawn, then cut)."""
     import numpy as np
 
-    grey = np.asarray(Image.open(png).convert("L"))
+    with Image.open(png) as image:
+        grey = np.asarray(image.convert("L"))
     for name, strip in (("top", grey[:band]), ("bottom", grey[-band:]), ("left", grey[:, :band]),
                         ("right", grey[:, -band:])):
         if (strip < 200).any():
@@ -170,6 +174,9 @@ def test_every_figure_is_crisp_legible_and_enlargeable(stem):
         img = figure.select_one("img[src$='.png']")
         where = f"{stem}, figure {number} ({figure.get('id')})"
         info = _info((page.parent / img["src"]).resolve())
+        if info is None:
+            problems.append(f"{where}: {img['src']} has no measurements (not drawn by deepgrad.plotting.render)")
+            continue
         shown = re.search(r"width:\s*([\d.]+)px", img.get("style", "") + ";" + f"width:{img.get('width', '')}px")
         if shown is None or round(float(shown.group(1))) != info["display_px"]:
             problems.append(f"{where}: shown at {img.get('style')!r}, not its {info['display_px']} px")
