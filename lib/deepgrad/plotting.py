@@ -251,11 +251,13 @@ def _font_sizes(fig: Figure) -> list[float]:
 
 
 def _spread_markers(fig: Figure, most: int = 25) -> None:
-    """Thin the markers of dense lines to about a dozen per line, so the line style stays visible."""
+    """Thin the markers of dense lines to about a dozen per line (every n-th point), so that noisy
+    lines do not turn into a row of markers."""
     for line in fig.findobj(Line2D):
+        points = len(line.get_xdata())
         if line.get_marker() not in ("None", "", None, " ") and line.get_markevery() is None \
-                and line.get_linestyle() not in ("None", "", " ") and len(line.get_xdata()) > most:
-            line.set_markevery(0.08)
+                and line.get_linestyle() not in ("None", "", " ") and points > most:
+            line.set_markevery(points // 12)
 
 
 def render(fig: Figure) -> RenderedFigure:
