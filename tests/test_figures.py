@@ -184,7 +184,7 @@ def test_every_figure_is_crisp_legible_and_enlargeable(stem):
             problems.append(f"{where}: {info['display_px']} px wide, not one of the widths {sorted(DISPLAY_WIDTHS)}")
         if info["size"][0] < 2 * info["display_px"]:
             problems.append(f"{where}: {info['size'][0]} px stored for {info['display_px']} px shown (< 2x)")
-        if info["dpi"] < 2 * 96 * plotting.COLUMN_PX / plotting.FULL_WIDTH / 96:
+        if info["dpi"] < 2 * plotting.COLUMN_PX / plotting.FULL_WIDTH - 1e-6:  # 2 px per CSS px
             problems.append(f"{where}: {info['dpi']} dpi")
         if info["min_font_px"] is not None and info["min_font_px"] < plotting.MIN_FONT_PX:
             problems.append(f"{where}: text of {info['min_font_pt']} pt is {info['min_font_px']} px on the page "
