@@ -68,7 +68,7 @@ pdf: $(STAMP)
 
 unit: $(STAMP)
 	$(BIN)/ruff check lib tests tools _ext conftest.py
-	$(TEST_ENV) $(BIN)/python -m pytest tests --ignore=tests/test_browser.py
+	$(TEST_ENV) $(BIN)/python -m pytest tests --ignore=tests/test_browser.py -m "not built_book and not built_pdf"
 
 # nbval executes every chapter, $(JOBS) chapters at a time, and stores each execution in MyST-NB's
 # cache (--stage-executions, conftest.py), so the `book` step of `make test` executes nothing: each
@@ -83,7 +83,7 @@ nbval: $(STAMP)
 # Then every built chapter as a learner notebook (tests/test_learner.py; `unit` ran it without a build).
 browser: book
 	$(BIN)/python -m pytest tests/test_browser.py
-	$(BIN)/python -m pytest tests/test_learner.py -k built_chapter
+	$(BIN)/python -m pytest tests -m built_book
 
 test: unit nbval book browser
 

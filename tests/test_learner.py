@@ -275,6 +275,7 @@ def built_book():
     return learner.Book.from_build(ROOT)
 
 
+@pytest.mark.built_book
 @pytest.mark.parametrize("stem", learner.book_stems(ROOT))
 def test_built_chapter_as_a_learner_sees_it(built_book, stem, tmp_path):
     """The learner notebook of a built chapter, as Binder, Colab and the download open it: all counts 0."""

@@ -96,6 +96,7 @@ def _image_xobjects(reader) -> set:
     return found
 
 
+@pytest.mark.built_pdf
 def test_page_count_is_a_book():
     pages = len(_reader().pages)
     chapters = len(_toc_files())
@@ -103,17 +104,20 @@ def test_page_count_is_a_book():
     assert 8 * chapters <= pages <= 80 * chapters, pages
 
 
+@pytest.mark.built_pdf
 def test_every_chapter_is_present():
     text = _text()
     missing = [stem for stem in _toc_files() if _squeeze(_title(stem)) not in text]
     assert not missing, f"chapters whose title is not in the PDF's text: {missing}"
 
 
+@pytest.mark.built_pdf
 def test_figures_are_embedded():
     images = _image_xobjects(_reader())
     assert len(images) >= _figures(), (len(images), _figures())
 
 
+@pytest.mark.built_pdf
 def test_solutions_are_in_the_appendix():
     text = _text()
     assert "Solutionstotheexercises" in text
@@ -125,6 +129,7 @@ def _titles(outline) -> list[str]:
     return [t for entry in outline for t in (_titles(entry) if isinstance(entry, list) else [entry.title])]
 
 
+@pytest.mark.built_pdf
 def test_the_pdf_has_bookmarks():
     titles = [_squeeze(t) for t in _titles(_reader().outline)]
     assert all(_squeeze(_title(stem)) in titles for stem in _toc_files()[1:]), titles
