@@ -121,5 +121,6 @@ def test_glue_figure_in_the_book_glues_it_hidden_and_closes_it(monkeypatch):
     monkeypatch.setitem(sys.modules, "myst_nb", fake)
     fig, _ = plt.subplots()
     plotting.glue_figure("fig-x", fig)
-    assert calls == [("fig-x", fig, False)]
+    [(name, value, display)] = calls
+    assert (name, display) == ("fig-x", False) and isinstance(value, plotting.RenderedFigure)
     assert not plt.fignum_exists(fig.number)
