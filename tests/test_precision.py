@@ -67,7 +67,7 @@ def _model(depth=3, seed=0, init="he_normal"):
 
 @pytest.mark.parametrize("dtype, tolerance", [(torch.bfloat16, 0.0), (torch.float16, 1e-3)])
 def test_the_simulation_matches_torch_autocast(dtype, tolerance):
-    """bfloat16: bit for bit; float16: the CPU kernel sums in another order, so within float16's epsilon."""
+    """bfloat16: bit for bit; float16: the gradients differ from autocast's, by less than float16's epsilon."""
     model = _model()
     twin = precision.simulate(copy.deepcopy(model), dtype)
     assert all(isinstance(m, precision.SimulatedLinear) for m in dg.models.MLP.linear_layers(twin))
@@ -232,6 +232,41 @@ def test_update_before_unscale_is_an_error():
     scaler = precision.LossScaler()
     with pytest.raises(RuntimeError):
         scaler.update()
+
+
+@pytest.mark.parametrize("scaler", [precision.LossScaler(), torch.amp.GradScaler("cpu")],
+                         ids=["ours", "GradScaler"])
+def test_unscaling_twice_in_one_step_is_an_error_as_in_grad_scaler(scaler):
+    model = _model(depth=1)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    x, y = DIGITS.train.x[:8], DIGITS.train.y[:8]
+    scaler.scale(F.cross_entropy(model(x), y)).backward()
+    scaler.unscale_(optimizer)
+    with pytest.raises(RuntimeError, match="unscale_\\(\\) has already been called on this optimizer"):
+        scaler.unscale_(optimizer)
+    scaler.step(optimizer)
+    scaler.update()
+    scaler.scale(F.cross_entropy(model(x), y)).backward()
+    scaler.unscale_(optimizer)   # allowed again after update()
+
+
+@pytest.mark.parametrize("args, error", [((1, 10), ValueError), ((5, 0), ValueError),
+                                         ((5.0, 10), TypeError), ((5, "10"), TypeError)])
+def test_from_bits_refuses_bad_arguments(args, error):
+    with pytest.raises(error):
+        precision.from_bits(*args)
+
+
+def test_round_to_flushes_half_the_smallest_subnormal_to_zero():
+    tiny = 2.0 ** -24
+    values = torch.tensor([tiny / 2, tiny / 2 * (1 + 2 ** -10), tiny * 0.75, tiny * 1.5], dtype=torch.float64)
+    assert precision.round_to(values, torch.float16).tolist() == [0.0, tiny, tiny, 2 * tiny]
+
+
+@pytest.mark.parametrize("loss_scale, error", [(0.0, ValueError), (-1.0, ValueError), ("2", TypeError)])
+def test_gradient_error_refuses_a_bad_loss_scale(loss_scale, error):
+    with pytest.raises(error, match="loss_scale"):
+        precision.gradient_error(0, dtype=torch.float16, loss_scale=loss_scale)
 
 
 def test_train_loss_factor_is_exact_in_float32_and_flushes_float16():

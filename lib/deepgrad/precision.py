@@ -110,7 +110,7 @@ def round_to(x: Tensor, dtype: torch.dtype) -> Tensor:
     """``x`` rounded to ``dtype`` (round to nearest, ties to even) and returned in its own type.
 
     Values beyond the format's largest finite number become ±inf; those below half its smallest
-    subnormal become 0.
+    subnormal become ±0, and so does exactly half of it (a tie, rounded to the even neighbour, 0).
     """
     instance_of("x", x, Tensor, "a torch.Tensor")
     floating_dtype("dtype", dtype)
@@ -289,7 +289,7 @@ class LossScaler:
         Once per step: clip the gradients after this call, never before.
         """
         if self._found_inf is not None:
-            raise RuntimeError("unscale_() has already been called since the last update()")
+            raise RuntimeError("unscale_() has already been called on this optimizer since the last update()")
         inverse = math.inf if self._scale == 0 else _float32(1.0 / self._scale)
         found = False
         with torch.no_grad():
@@ -368,6 +368,9 @@ class LossScaling(Callback):
     the gradients (``p.grad = None``, which ``torch.optim``'s optimisers skip, state included); after
     the step, :meth:`LossScaler.update`. Use it with :class:`ScaledLoss` as the loss function, and clip
     here, not with ``fit(max_grad_norm=...)``, which would clip the still-scaled gradients.
+
+    A skipped step still counts in ``History.updates`` (the loop calls ``optimizer.step()``, which
+    finds no gradients and changes nothing); the scaler's ``skipped`` lists the steps that made no update.
     """
 
     def __init__(self, scaler: LossScaler, max_grad_norm: float | None = None):
@@ -474,9 +477,11 @@ def gradient_error(seed: int, *, dtype: torch.dtype, depth: int = 4, width: int 
     simulated ``dtype`` (with the loss scaled by ``loss_scale`` and the gradient unscaled) is from float32's.
 
     The network is ``mlp_for(digits, depth, width, init, seed=seed)``; the batch the first
-    ``batch_size`` training examples of a permutation drawn with ``seed``.
+    ``batch_size`` training examples of a permutation drawn with ``seed``. ``loss_scale`` must be > 0.
     """
     from deepgrad import data, models
+
+    positive("loss_scale", loss_scale)
 
     digits = data.load_digits()
     order = torch.randperm(len(digits.train), generator=torch.Generator().manual_seed(seed))[:batch_size]
