@@ -7,7 +7,10 @@
   "use strict";
   var SVG = "http://www.w3.org/2000/svg";
   // the drawing's size in its own units: narrower on a phone, so that its text stays legible
-  var W = 640, H = 320, M = { left: 58, right: 16, top: 30, bottom: 44 };
+  function isNarrow(root) {
+    var width = root.clientWidth;  // 0 while the page is laid out or the figure hidden: the wide layout
+    return width > 0 && width < 520;
+  }
   var SUP = { "-": "\u207b", "0": "\u2070", "1": "\u00b9", "2": "\u00b2", "3": "\u00b3", "4": "\u2074",
               "5": "\u2075", "6": "\u2076", "7": "\u2077", "8": "\u2078", "9": "\u2079" };
   var counter = 0;
@@ -69,7 +72,7 @@
     sw.value = String(data.default[1]);
     depth.value = String(data.default[2]);
 
-    var svg = el("svg", { viewBox: "0 0 " + W + " " + H, role: "img", "class": "dg-explorer-plot",
+    var svg = el("svg", { viewBox: "0 0 640 320", role: "img", "class": "dg-explorer-plot",
                           "aria-labelledby": id + "-title " + id + "-desc" }, root);
     var title = el("title", { id: id + "-title" }, svg);
     var desc = el("desc", { id: id + "-desc" }, svg);
@@ -77,10 +80,10 @@
 
     function draw() {
       var a = Number(act.value), s = Number(sw.value), d = Number(depth.value);
-      var narrow = root.clientWidth > 0 && root.clientWidth < 520;
-      W = narrow ? 400 : 640;
-      H = narrow ? 330 : 320;
-      M.top = narrow ? 48 : 30;
+      var narrow = isNarrow(root);
+      var W = narrow ? 400 : 640, H = narrow ? 330 : 320;
+      var M = { left: 58, right: 16, top: narrow ? 48 : 30, bottom: 44 };
+      drawnNarrow = narrow;
       svg.setAttribute("viewBox", "0 0 " + W + " " + H);
       sw.sync(); depth.sync();
       var point = data.points[a + "," + s + "," + d];
@@ -145,9 +148,9 @@
       readout.textContent = sentence;
       root.dataset.position = [a, s, d].join(",");
     }
-    var width = root.clientWidth;
+    var drawnNarrow = null;  // the layout of the last drawing, per explorer
     window.addEventListener("resize", function () {
-      if ((root.clientWidth < 520) !== (width < 520)) { width = root.clientWidth; draw(); }
+      if (isNarrow(root) !== drawnNarrow) { draw(); }
     });
     act.addEventListener("change", draw);
     sw.addEventListener("input", draw);
