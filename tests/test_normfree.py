@@ -3,6 +3,7 @@ and scaled weight standardisation, each against a direct computation from its fo
 
 from __future__ import annotations
 
+import functools
 import math
 
 import pytest
@@ -81,6 +82,15 @@ def test_bad_arguments_are_named():
         nf.adaptive_clipped(torch.ones(3, 2), torch.ones(2, 3), 0.1)
     with pytest.raises(ValueError, match="weight"):
         nf.scaled_standardized(torch.ones(3))
+    with pytest.raises(ValueError, match="eps"):
+        nf.scaled_standardized(torch.ones(3, 2), eps=0.0)
+    for value in (None, 0.0, -1.0):  # a clipping rule needs a positive threshold
+        with pytest.raises(ValueError, match="clip_value"):
+            nf.train("skipinit", 0.1, 0, clip="norm", clip_value=value, blocks=2, width=4, steps=1)
+    with pytest.raises(TypeError, match="calls"):
+        nf.run_many([1.0])
+    with pytest.raises(ValueError, match="module-level"):
+        nf.run_many([lambda: 1.0], workers=2)
 
 
 # --- adaptive gradient clipping ------------------------------------------------------------
@@ -119,6 +129,20 @@ def test_adaptive_clipping_matches_the_formula_row_by_row():
     assert 0 < int(changed.sum()) < 12  # some rows clipped, some left alone: the test can fail both ways
     ratio = nf.unitwise_norm(clipped) / nf.unitwise_norm(weight).clamp(min=1e-3)
     assert float(ratio.max()) <= 0.05 * (1 + 1e-12)
+
+
+def test_adaptive_clipping_of_a_bias_vector_clips_it_as_one_unit():
+    # a 1-d parameter (a bias) is one unit: its whole norm against the whole gradient's
+    bias = torch.tensor([3.0, 4.0], dtype=torch.float64)          # ‖b‖ = 5
+    grad = torch.tensor([6.0, 8.0], dtype=torch.float64)          # ‖g‖ = 10 > λ‖b‖ = 1
+    expected = _agc_by_rows(bias[None], grad[None], 0.2, 1e-3)[0]
+    assert torch.allclose(nf.adaptive_clipped(bias, grad, 0.2), expected, rtol=1e-12, atol=0)
+    assert torch.allclose(expected, torch.tensor([0.6, 0.8], dtype=torch.float64))
+    small = torch.tensor([0.03, 0.04], dtype=torch.float64)       # ‖g‖ = 0.05 < 1: untouched
+    assert torch.equal(nf.adaptive_clipped(bias, small, 0.2), small)
+    zero = torch.zeros(2, dtype=torch.float64)                    # ‖b‖⋆ = ε
+    assert torch.allclose(nf.adaptive_clipped(zero, grad, 0.2),
+                          _agc_by_rows(zero[None], grad[None], 0.2, 1e-3)[0], rtol=1e-12, atol=0)
 
 
 def test_adaptive_clip_callback_leaves_scalars_and_excluded_modules_alone():
@@ -160,6 +184,18 @@ def test_scaled_standardisation_matches_its_formula():
     assert torch.allclose((out ** 2).sum(dim=1), torch.full((5,), 4.0, dtype=torch.float64))
 
 
+def test_scaled_standardisation_of_a_constant_row_is_finite():
+    w = torch.zeros(3, 4)
+    w[1] = 2.0
+    w[2] = torch.tensor([1.0, -1.0, 1.0, -1.0])
+    out = nf.scaled_standardized(w, gain=1.0)
+    assert torch.equal(out[:2], torch.zeros(2, 4))                 # σ = 0: zeros, not NaN
+    assert torch.allclose((out[2] ** 2).sum(), torch.tensor(1.0))  # a normal row is unchanged by ε
+    layer = nf.ScaledStdLinear(4, 3)
+    nn.init.zeros_(layer.weight)
+    assert torch.isfinite(layer(torch.randn(2, 4))).all()
+
+
 def test_scaled_standardisation_keeps_the_variance_of_a_deep_relu_stack():
     torch.manual_seed(0)
     layers = [nf.ScaledStdLinear(128, 128, bias=False) for _ in range(30)]
@@ -183,3 +219,7 @@ def test_a_short_run_trains_and_is_deterministic():
     b = nf.final_loss("skipinit", 0.03, 0, blocks=3, width=8, steps=5)
     assert a == b and math.isfinite(a)
     assert math.isnan(nf.final_loss("none", 0.1, 0, blocks=60, width=8, steps=5))
+    with nf.Runs(1) as runs:  # the same values through the runner, batch after batch
+        assert runs([functools.partial(nf.final_loss, "skipinit", 0.03, 0, blocks=3, width=8, steps=5)]) == [a]
+        assert runs([functools.partial(nf.clip_final_loss, "agc", 0.01, 0.03, 0, blocks=3, width=8,
+                                       steps=5)])[0] > 0

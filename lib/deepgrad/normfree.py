@@ -24,14 +24,15 @@ recognition without normalization"), :func:`unitwise_norm`, :func:`adaptive_clip
 :class:`AdaptiveClip` for :func:`deepgrad.train.loop`; scaled weight standardisation (Brock et al.,
 2021, "Characterizing signal propagation ...", after Qiao et al., 2019), :func:`scaled_standardized`
 and :class:`ScaledStdLinear`; and the module-level training runs the chapter compares over seeds
-(:func:`final_loss`, :func:`clip_final_loss`), which ``deepgrad.evidence.compare`` can send to worker
-processes.
+(:func:`final_loss`, :func:`clip_final_loss`), which :class:`Runs` (or ``deepgrad.evidence.compare``)
+can send to worker processes.
 """
 
 from __future__ import annotations
 
 import math
 import multiprocessing
+import pickle
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ProcessPoolExecutor
 
@@ -49,6 +50,10 @@ RELU_GAMMA = math.sqrt(2 / (1 - 1 / math.pi))
 
 #: The floor on a weight's unit-wise norm in adaptive gradient clipping (Brock et al., 2021: 10⁻³).
 AGC_EPS = 1e-3
+
+#: The floor on ``N σ_i²`` in scaled weight standardisation (as in the NF-ResNets' code, 10⁻⁴): a row
+#: whose entries are all equal (a zero-initialised weight) standardises to zeros, not to NaN.
+WS_EPS = 1e-4
 
 
 def stream_variance(blocks: int, branch_gain: float = 1.0, start: float = 1.0) -> list[float]:
@@ -258,21 +263,22 @@ class AdaptiveClip(Callback):
 # Scaled weight standardisation
 # --------------------------------------------------------------------------------------------
 
-def scaled_standardized(weight: Tensor, gain: float = RELU_GAMMA, eps: float = 0.0) -> Tensor:
+def scaled_standardized(weight: Tensor, gain: float = RELU_GAMMA, eps: float = WS_EPS) -> Tensor:
     """Scaled weight standardisation (Brock et al., 2021a; Qiao et al., 2019), row by row:
 
-    ``Ŵ_ij = γ · (W_ij − μ_i) / (σ_i · √N)``, μ_i and σ_i the mean and (biased) standard deviation of
-    row i, N its length (the fan-in), γ = ``gain``. Each row of Ŵ has mean 0 and ``Σ_j Ŵ_ij² = γ²``, so
-    for inputs with i.i.d. entries of variance v, ``Var((Ŵ h)_i) = γ² v``, whatever their mean.
+    ``Ŵ_ij = γ · (W_ij − μ_i) / max(σ_i · √N, √ε)``, μ_i and σ_i the mean and (biased) standard
+    deviation of row i, N its length (the fan-in), γ = ``gain``. Each row with ``N σ_i² ≥ ε`` has mean
+    0 and ``Σ_j Ŵ_ij² = γ²``, so for inputs with i.i.d. entries of variance v, ``Var((Ŵ h)_i) = γ² v``,
+    whatever their mean; ``eps`` (> 0) keeps a constant row (σ_i = 0) finite: it maps to zeros.
     """
     if weight.ndim < 2:
         raise ValueError(f"weight must have at least 2 dimensions (out, in, ...), got shape {tuple(weight.shape)}")
-    non_negative("eps", eps)
+    positive("eps", eps)
     flat = weight.reshape(weight.shape[0], -1)
     fan_in = flat.shape[1]
     mean = flat.mean(dim=1, keepdim=True)
     var = flat.var(dim=1, unbiased=False, keepdim=True)
-    return (gain * (flat - mean) / torch.sqrt(var * fan_in + eps)).reshape(weight.shape)
+    return (gain * (flat - mean) * torch.rsqrt((var * fan_in).clamp(min=eps))).reshape(weight.shape)
 
 
 class ScaledStdLinear(nn.Linear):
@@ -305,17 +311,22 @@ def _data():
 
 def train(method: str, lr: float, seed: int, *, blocks: int = 50, width: int = 32, steps: int = 150,
           batch_size: int = 64, momentum: float = 0.9, callbacks: Iterable[Callback] = (),
-          clip: str | None = None, clip_value: float = 0.0, scalar_lr_factor: float | None = None):
+          clip: str | None = None, clip_value: float | None = None, scalar_lr_factor: float | None = None):
     """Train a :class:`NormFreeResNet` on the digits with SGD (momentum) on :func:`deepgrad.train.loop`.
 
     Seed ``seed`` fixes the initial weights and the order of the mini-batches. ``clip`` is ``None``,
     ``"norm"`` (global-norm clipping at ``clip_value``) or ``"agc"`` (:class:`AdaptiveClip` with
-    λ = ``clip_value``, the output layer and the scalars unclipped). ``scalar_lr_factor`` goes to
-    :func:`parameter_groups`. Returns ``(model, history)``.
+    λ = ``clip_value``, the output layer and the scalars unclipped); ``clip_value`` must be a positive
+    number when ``clip`` is set. ``scalar_lr_factor`` goes to :func:`parameter_groups`. Returns
+    ``(model, history)``.
     """
     from deepgrad.repro import seed_everything
 
     one_of("clip", clip, [None, "norm", "agc"])
+    if clip is not None:
+        if clip_value is None:
+            raise ValueError(f"clip_value: give a positive threshold with clip={clip!r}")
+        positive("clip_value", clip_value)
     data = _data()
     generator = seed_everything(seed)
     model = NormFreeResNet(data.train.x.shape[1], 10, width=width, blocks=blocks,
@@ -351,29 +362,71 @@ def clip_final_loss(clip: str, clip_value: float, lr: float, seed: int, *, metho
     return final_loss(method, lr, seed, clip=clip, clip_value=clip_value, **knobs)
 
 
-def run_many(calls: Sequence[Callable[[], float]], workers: int = 1) -> list[float]:
-    """``[call() for call in calls]``, each with one PyTorch thread, in ``workers`` processes.
+def _one_thread(call: Callable[[], float]) -> float:
+    """``float(call())`` with one PyTorch thread, so that the value does not depend on where it runs."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        return float(call())
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _check_sendable(i: int, call: Callable[[], float]) -> None:
+    target = getattr(call, "func", call)
+    qualname = getattr(target, "__qualname__", "")
+    if getattr(target, "__module__", None) == "__main__" or "<" in qualname:
+        raise ValueError(f"calls[{i}] must be a module-level function (or a functools.partial of one) to "
+                         "go to a worker process; define it in a module or use workers=1")
+    try:
+        pickle.dumps(call)
+    except Exception as error:  # any pickling failure means the same thing here
+        raise ValueError(f"calls[{i}] cannot be pickled ({error}); use workers=1") from error
+
+
+class Runs:
+    """Runs independent training calls, each with one PyTorch thread, in ``workers`` processes.
 
     The calls are ``functools.partial`` objects of module-level functions (such as :func:`final_loss`)
-    so that they can be sent to worker processes started with ``'spawn'``, as in
-    :func:`deepgrad.evidence.compare`; the values do not depend on ``workers``. One pool serves every
-    call, so a grid of runs pays for starting the workers once.
+    so that they can be sent to worker processes started with ``'spawn'``, as
+    :func:`deepgrad.evidence.compare` does; the values do not depend on ``workers``. One object serves
+    several batches of calls (a grid, then the seeds at its best point), so the workers, which import
+    PyTorch and load the data, start once. Use it as a context manager or call :meth:`close`.
     """
-    from deepgrad.evidence import _call, _check_picklable
 
-    positive_int("workers", workers)
-    calls = list(calls)
-    for i, call in enumerate(calls):
-        if not callable(call):
-            raise TypeError(f"calls[{i}] must be callable, got {type(call).__name__}")
-    if workers == 1:
-        return [_call(_apply, call) for call in calls]
-    for i, call in enumerate(calls):
-        _check_picklable(f"calls[{i}]", call)
-    context = multiprocessing.get_context("spawn")
-    with ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
-        return list(pool.map(_call, [_apply] * len(calls), calls))
+    def __init__(self, workers: int = 1):
+        self.workers = positive_int("workers", workers)
+        self._pool = None
+        if workers > 1:
+            self._pool = ProcessPoolExecutor(max_workers=workers,
+                                             mp_context=multiprocessing.get_context("spawn"))
+
+    def __call__(self, calls: Sequence[Callable[[], float]]) -> list[float]:
+        """``[call() for call in calls]``, spread over the workers."""
+        calls = list(calls)
+        for i, call in enumerate(calls):
+            if not callable(call):
+                raise TypeError(f"calls[{i}] must be callable, got {type(call).__name__}")
+        if self._pool is None:
+            return [_one_thread(call) for call in calls]
+        for i, call in enumerate(calls):
+            _check_sendable(i, call)
+        return list(self._pool.map(_one_thread, calls))
+
+    def close(self) -> None:
+        """Stop the workers."""
+        if self._pool is not None:
+            self._pool.shutdown()
+            self._pool = None
+
+    def __enter__(self) -> Runs:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
 
 
-def _apply(call: Callable[[], float]) -> float:
-    return call()
+def run_many(calls: Sequence[Callable[[], float]], workers: int = 1) -> list[float]:
+    """``[call() for call in calls]`` in ``workers`` processes (one batch of :class:`Runs`)."""
+    with Runs(workers) as runs:
+        return runs(calls)
