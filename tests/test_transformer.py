@@ -135,6 +135,7 @@ def test_encoder_layers_are_fresh_and_pre_ln_has_a_final_norm():
     # Post-LN's output is layer-normalised already: mean 0, variance 1 per position
     h = post.features(tokens)
     torch.testing.assert_close(h.mean(-1), torch.zeros(2, 6), atol=1e-5, rtol=0)
+    torch.testing.assert_close(h.var(-1, unbiased=False), torch.ones(2, 6), atol=1e-3, rtol=0)
 
 
 def test_rezero_starts_as_the_identity():
@@ -144,18 +145,43 @@ def test_rezero_starts_as_the_identity():
     assert layer.gate.item() == 0
 
 
-def test_deepnorm_constants_and_scaling():
+def test_deepnorm_constants_and_initialisation():
     alpha, beta = deepnorm_constants(8)
     assert alpha == pytest.approx(16 ** 0.25) and beta == pytest.approx(64 ** -0.25)
+    # Wang et al.'s initialisation: xavier_normal_ with gain beta on value, out and the MLP, gain 1 on
+    # query and key: the standard deviation of each matrix against gain * sqrt(2 / (fan_in + fan_out))
     torch.manual_seed(0)
-    plain = EncoderLayer(8, 2, 16)
-    torch.manual_seed(0)
-    scaled = EncoderLayer(8, 2, 16, residual_scale=alpha, branch_gain=beta)
-    torch.testing.assert_close(scaled.attn.value.weight, beta * plain.attn.value.weight)
-    torch.testing.assert_close(scaled.attn.query.weight, plain.attn.query.weight)
-    # with zero branches, x ↦ LN(α x) = LN(x): the residual scale matters only beside a branch
+    d, d_ff = 64, 256
+    layer = EncoderLayer(d, 4, d_ff, residual_scale=alpha, branch_gain=beta)
+    expected = {"query": 1.0, "key": 1.0, "value": beta, "out": beta, "linear1": beta, "linear2": beta}
+    mats = {"query": layer.attn.query, "key": layer.attn.key, "value": layer.attn.value, "out": layer.attn.out,
+            "linear1": layer.linear1, "linear2": layer.linear2}
+    for name, gain in expected.items():
+        w = mats[name].weight
+        target = gain * math.sqrt(2 / sum(w.shape))
+        assert w.std().item() == pytest.approx(target, rel=0.05), name
+    # the default (branch_gain=None) keeps PyTorch's initialisation: a different scale for linear2
+    plain = EncoderLayer(d, 4, d_ff)
+    assert plain.linear2.weight.std().item() == pytest.approx(1 / math.sqrt(3 * d_ff), rel=0.05)
     deep = Encoder(4, 5, layers=8, deepnorm=True)
     assert deep.layers[0].residual_scale == pytest.approx(alpha)
+    assert deep.layers[0].attn.value.weight.std().item() == pytest.approx(beta * math.sqrt(2 / 64), rel=0.2)
+
+
+def test_deepnorm_forward_is_ln_of_alpha_x_plus_branch():
+    torch.manual_seed(1)
+    layer = EncoderLayer(8, 2, 16, residual_scale=1.7, branch_gain=0.5).double()
+    x = torch.randn(3, 5, 8, dtype=torch.float64)
+    h = F.layer_norm(1.7 * x + layer.attn(x), (8,), layer.norm1.weight, layer.norm1.bias)
+    expected = F.layer_norm(1.7 * h + layer.mlp(h), (8,), layer.norm2.weight, layer.norm2.bias)
+    torch.testing.assert_close(layer(x), expected)
+    # with the branches switched off, LN(alpha x) = LN(x) (up to the eps of the variance): alpha matters
+    # only beside a branch
+    with torch.no_grad():
+        for m in (layer.attn.value, layer.attn.out, layer.linear1, layer.linear2):
+            m.weight.zero_()
+            m.bias.zero_()
+    torch.testing.assert_close(layer(x), F.layer_norm(F.layer_norm(x, (8,)), (8,)), atol=1e-4, rtol=0)
 
 
 def test_sequence_tasks():
@@ -178,6 +204,9 @@ def test_mean_cosine():
 def test_warmup_linear():
     assert [warmup_linear(k, 1.0, 4) for k in range(6)] == [0.25, 0.5, 0.75, 1.0, 1.0, 1.0]
     assert warmup_linear(0, 0.1, 0) == 0.1
+    for bad in (0.0, -1e-3):
+        with pytest.raises(ValueError, match="lr"):
+            warmup_linear(0, bad, 4)
 
 
 def test_training_is_seeded_and_learns():

@@ -132,15 +132,17 @@ class EncoderLayer(nn.Module):
     with ``"pre"`` (Xiong et al., 2020), ``x ← x + Attn(LN(x))``, ``x ← x + MLP(LN(x))``; with
     ``"rezero"`` (Bachlechner et al., 2020), ``x ← x + g Attn(x)``, ``x ← x + g MLP(x)``, one scalar
     ``g`` per layer starting at 0. ``MLP(x) = W₂ ReLU(W₁ x + b₁) + b₂`` with ``d_ff`` hidden units.
-    ``residual_scale`` is α (1 except for DeepNorm, Post-LN only) and ``branch_gain`` β multiplies the
-    initial weights of the value, output and MLP matrices (DeepNorm's down-scaling, see
-    :func:`deepnorm_constants`; 1 leaves PyTorch's initialisation). With α = β = 1 the layer computes
+    ``residual_scale`` is α (1 except for DeepNorm, Post-LN only). ``branch_gain`` β, when given,
+    re-draws the weights as DeepNorm specifies (Wang et al., 2022, their pseudo-code): Xavier normal
+    with gain β for the value, output and MLP matrices, ``N(0, β² · 2/(fan_in + fan_out))``, and with
+    gain 1 for the query and key matrices (biases stay 0); ``None`` keeps PyTorch's initialisation (see
+    :func:`deepnorm_constants`). With α = 1 and ``branch_gain=None`` the layer computes
     what ``torch.nn.TransformerEncoderLayer(d_model, heads, d_ff, dropout=0, batch_first=True,
     norm_first=(norm == "pre"))`` computes. ``fused_norm`` picks the :class:`LayerNorm`'s computation.
     """
 
     def __init__(self, d_model: int, heads: int, d_ff: int, *, norm: str = "post", scale: bool = True,
-                 residual_scale: float = 1.0, branch_gain: float = 1.0, fused_norm: bool = True):
+                 residual_scale: float = 1.0, branch_gain: float | None = None, fused_norm: bool = True):
         super().__init__()
         self.norm = one_of("norm", norm, NORMS)
         self.residual_scale = positive("residual_scale", residual_scale)
@@ -153,10 +155,13 @@ class EncoderLayer(nn.Module):
             self.gate = nn.Parameter(torch.zeros(()))
         else:
             self.norm1, self.norm2 = LayerNorm(d_model, fused=fused_norm), LayerNorm(d_model, fused=fused_norm)
-        if positive("branch_gain", branch_gain) != 1:
+        if branch_gain is not None:
+            positive("branch_gain", branch_gain)
             with torch.no_grad():
+                for w in (self.attn.query.weight, self.attn.key.weight):
+                    xavier_normal_(w, gain=1.0)
                 for w in (self.attn.value.weight, self.attn.out.weight, self.linear1.weight, self.linear2.weight):
-                    w.mul_(branch_gain)
+                    xavier_normal_(w, gain=branch_gain)
 
     def mlp(self, x: Tensor) -> Tensor:
         return self.linear2(F.relu(self.linear1(x)))
@@ -215,7 +220,8 @@ class Encoder(nn.Module):
     :class:`LayerNorm` when ``norm="pre"`` (the stack's output is otherwise an un-normalised sum),
     and a linear read-out to ``vocab`` logits at every position.
 
-    ``deepnorm=True`` (Post-LN only) sets α and β from :func:`deepnorm_constants`. The embeddings are
+    ``deepnorm=True`` (Post-LN only) sets α from :func:`deepnorm_constants` and draws the layers'
+    weights with DeepNorm's initialisation (gain β, see :class:`EncoderLayer`). The embeddings are
     drawn from N(0, 1), so the residual stream starts at unit scale.
     """
 
@@ -225,7 +231,7 @@ class Encoder(nn.Module):
         one_of("norm", norm, NORMS)
         if deepnorm and norm != "post":
             raise ValueError(f"deepnorm needs norm='post', got norm={norm!r}")
-        alpha, beta = deepnorm_constants(layers) if deepnorm else (1.0, 1.0)
+        alpha, beta = deepnorm_constants(layers) if deepnorm else (1.0, None)
         self.norm = norm
         self.embed = nn.Embedding(positive_int("vocab", vocab), d_model)
         self.position = nn.Parameter(torch.randn(positive_int("length", length), d_model))
@@ -262,6 +268,7 @@ def sequence_task(task: str, batch: int, length: int, vocab: int, *, generator: 
 def warmup_linear(step: int, lr: float, warmup: int) -> float:
     """Linear warm-up then constant: ``η (k + 1)/w`` for the first ``w = warmup`` steps ``k = 0, 1, …``,
     then ``η`` (``warmup=0``: constant)."""
+    positive("lr", lr)
     positive_int("warmup", warmup, minimum=0)
     return lr * min(1.0, (step + 1) / warmup) if warmup else lr
 
@@ -290,7 +297,7 @@ def mean_cosine(h: Tensor) -> float:
 #: The chapter's training setting (module level, so that :func:`deepgrad.evidence.compare` can send
 #: the run functions to worker processes).
 SETTING = dict(task="reverse", vocab=10, length=10, d_model=32, heads=2, d_ff=64, layers=4,
-               batch=32, steps=200, lr=3e-2, warmup=100)
+               batch=32, steps=120, lr=3e-2, warmup=50)
 
 
 def train_task(seed: int, *, norm: str = "post", warmup: int = 0, deepnorm: bool = False,
