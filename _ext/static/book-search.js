@@ -5,7 +5,9 @@
  *    listed the glossary and two other chapters before the batch normalisation chapter. A chapter
  *    page whose title holds every word of the query gets 1000 more: each query word must start a
  *    title word or be started by one ("norm" matches "normalisation", "vanishing" matches
- *    "vanish"), words of two letters or less ("of", "a") are ignored.
+ *    "vanish"), words of two letters or less ("of", "a") are ignored. Where several chapter titles
+ *    hold the whole query, the shorter title ranks first ("vanishing gradients": "Why gradients
+ *    vanish or explode" before "When gradients vanish into zero: low-precision training").
  * 2. Snippets show prose: the text a result quotes leaves out code cells, outputs, display
  *    equations, the page's own chrome (buttons, contents, previous/next links) and its title, which
  *    the result already shows.
@@ -35,7 +37,8 @@ var Scorer = {
     if (!query.length || anchor || !docname.startsWith("chapters/")) return score;
     const titleWords = Scorer.words(title);
     const all = query.every((q) => titleWords.some((t) => Scorer.related(q, t)));
-    return all ? score + Scorer.chapterBoost : score;
+    // among chapters whose titles hold the whole query, the shorter title is more about it
+    return all ? score + Scorer.chapterBoost - titleWords.length : score;
   },
 };
 
