@@ -200,6 +200,9 @@ def test_fixture_hidden_cells(converted):
     ("model.weight = w\nassert True", set(), False),  # changes an object made earlier
     ("history.append(1)", set(), False),
     ("%pip install deepgrad", set(), False),
+    ('if importlib.util.find_spec("deepgrad") is None:\n'
+     '    subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "deepgrad[chapters]"], check=True)',
+     set(), False),                                 # the chapters' install cell: pip in a subprocess
     ("for k in d:\n    assert d[k] > 0\n    dg.glue(k, d[k])", set(), True),
 ])
 def test_droppable(source, later, expected):
@@ -292,6 +295,10 @@ def test_built_chapter_as_a_learner_sees_it(built_book, stem, tmp_path):
     counts = learner_counts(opened, figures)
     print(f"{stem}: {dict(counts)}")
     assert +counts == Counter(), counts
+    # the first code cell installs deepgrad where it is missing (Colab), as the chapter's does
+    first_code = next(cell for cell in opened.cells if cell.cell_type == "code")
+    assert learner.is_install_cell(first_code.source) and "deepgrad[chapters]" in first_code.source, \
+        f"{stem}: the learner notebook does not start by installing deepgrad"
     # nothing the kept code reads is bound only by a dropped cell or a solution
     bound_kept, read_kept = set(), set()
     for cell in opened.cells:

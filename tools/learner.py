@@ -510,7 +510,8 @@ def changes_state(tree: ast.AST, bound: set[str]) -> bool:
 
 
 def is_install_cell(source: str) -> bool:
-    return "pip install" in source
+    """The chapters' first cell, which installs deepgrad where it is missing (``%pip`` or pip in a subprocess)."""
+    return "pip install" in source or 'find_spec("deepgrad")' in source
 
 
 def droppable(source: str, later_reads: set[str]) -> bool:
