@@ -32,19 +32,25 @@ def _surname(person) -> str:
     return Text.from_latex(" ".join(person.prelast_names + person.last_names)).render_as("text")
 
 
-def author_year(entry) -> str:
-    """``Surname, Year``, ``A and B, Year`` or ``A et al., Year`` (editors when there are no authors)."""
+def cited_authors(entry) -> str:
+    """``Surname``, ``A and B`` or ``A et al.`` (editors when there are no authors), as citations name them.
+
+    Also what the learner notebooks (tools/learner.py) write for a citation.
+    """
     people = entry.persons.get("author") or entry.persons.get("editor") or []
     names = [_surname(p) for p in people]
     if not names:
-        who = entry.fields.get("organization") or entry.fields.get("title", entry.key)
-    elif len(names) == 1:
-        who = names[0]
-    elif len(names) == 2:
-        who = f"{names[0]} and {names[1]}"
-    else:
-        who = f"{names[0]} et al."
-    return f"{who}, {entry.fields.get('year', 'n.d.')}"
+        return entry.fields.get("organization") or entry.fields.get("title", entry.key)
+    if len(names) == 1:
+        return names[0]
+    if len(names) == 2:
+        return f"{names[0]} and {names[1]}"
+    return f"{names[0]} et al."
+
+
+def author_year(entry) -> str:
+    """``Surname, Year``, ``A and B, Year`` or ``A et al., Year``: :func:`cited_authors` and the year."""
+    return f"{cited_authors(entry)}, {entry.fields.get('year', 'n.d.')}"
 
 
 class AuthorYearLabels(BaseLabelStyle):

@@ -158,20 +158,13 @@ def read_citations(bib: Path) -> dict[str, tuple[str, str]]:
     """BibTeX key -> (authors as an author-year citation names them, year)."""
     from pybtex.database import parse_file
 
-    citations = {}
-    for key, entry in parse_file(str(bib)).entries.items():
-        people = entry.persons.get("author") or entry.persons.get("editor") or []
-        names = [" ".join(person.last_names).replace("{", "").replace("}", "") for person in people]
-        if not names:
-            authors = entry.fields.get("organization") or entry.fields.get("title", key)
-        elif len(names) == 1:
-            authors = names[0]
-        elif len(names) == 2:
-            authors = f"{names[0]} and {names[1]}"
-        else:
-            authors = f"{names[0]} et al."
-        citations[key] = (authors.replace("{", "").replace("}", ""), entry.fields.get("year", "n.d."))
-    return citations
+    sys.path.insert(0, str(ROOT / "_ext"))  # the book's bibliography extension names authors as the HTML does
+    try:
+        from book_bibliography import cited_authors
+    finally:
+        sys.path.remove(str(ROOT / "_ext"))
+    return {key: (cited_authors(entry), entry.fields.get("year", "n.d."))
+            for key, entry in parse_file(str(bib)).entries.items()}
 
 
 # --- glue -----------------------------------------------------------------------------------------
