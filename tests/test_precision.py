@@ -184,6 +184,25 @@ def test_the_training_loop_with_loss_scaling_equals_the_amp_recipe(make_optimize
     assert history.train_loss[0] < 10
 
 
+def test_the_history_counts_only_the_updates_grad_scaler_would_apply():
+    """Steps that overflow are skipped: History.updates is the steps GradScaler applied, History.skipped
+    the rest (a GradScaler step is skipped when it leaves every parameter unchanged)."""
+    steps, settings = 30, dict(init_scale=2.0 ** 24, growth_interval=4)
+    _, unchanged, _, _ = _parity_run(lambda: torch.amp.GradScaler("cpu", **settings), torch.optim.SGD, steps,
+                                     lr=0.05, momentum=0.9)
+    model = precision.simulate(_model(seed=3), torch.float16)
+    scaler = precision.LossScaler(**settings)
+    calls = []
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
+    optimizer.register_step_post_hook(lambda *args: calls.append(1))
+    history = dg.train.loop(model, _batches(steps), optimizer,
+                            step_loss=dg.train.supervised(precision.ScaledLoss(scaler)),
+                            callbacks=[precision.LossScaling(scaler)])
+    assert len(unchanged) >= 3 and scaler.skipped == unchanged   # it overflowed on purpose
+    assert history.skipped == len(unchanged) and history.updates == steps - len(unchanged) == len(calls)
+    assert history.steps == steps
+
+
 def test_the_scale_is_created_lazily_by_grad_scaler_but_reads_the_same():
     theirs = torch.amp.GradScaler("cpu", init_scale=1024.0)
     assert theirs._scale is None and theirs.get_scale() == 1024.0

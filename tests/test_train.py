@@ -160,6 +160,24 @@ def test_loop_calls_the_hooks_in_order():
     assert h.eval_steps == [0, 2] and h.steps == 2
 
 
+class _SkipEven(train.Callback):
+    def after_backward(self, run):
+        run.skip_update = run.step % 2 == 0
+
+    def after_step(self, run):
+        run.history.log("after_step", run.step)
+
+
+def test_a_skipped_update_makes_no_optimizer_step_and_is_counted_apart():
+    model = torch.nn.Linear(4, 2)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    stepped = []
+    optimizer.register_step_post_hook(lambda *args: stepped.append(1))
+    h = train.loop(model, _batches(), optimizer, steps=7, callbacks=[_SkipEven()])
+    assert h.updates == len(stepped) == 4 and h.skipped == 3 and h.steps == 7
+    assert h.logs["after_step"] == [1, 2, 3, 4, 5, 6, 7]   # after_step runs on skipped steps too
+
+
 def test_loop_without_steps_runs_until_the_batches_run_out():
     model = torch.nn.Linear(4, 2)
     h = train.loop(model, _batches(n=40), torch.optim.SGD(model.parameters(), lr=0.1))

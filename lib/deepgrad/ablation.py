@@ -141,7 +141,7 @@ class Outcome:
 
     @property
     def steps(self) -> int:
-        """Updates made (fewer than asked for if early stopping ended the run or it diverged)."""
+        """Steps made (fewer than asked for if early stopping ended the run or it diverged)."""
         return self.history.steps
 
     def steps_to(self, accuracy: float) -> int | None:

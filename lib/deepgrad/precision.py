@@ -364,13 +364,15 @@ class ScaledLoss:
 
 class LossScaling(Callback):
     """The scaler's step in :func:`deepgrad.train.loop`: after the backward pass, unscale (then clip at
-    ``max_grad_norm``, if given, in that order); a step with an inf/NaN gradient is skipped by dropping
-    the gradients (``p.grad = None``, which ``torch.optim``'s optimisers skip, state included); after
-    the step, :meth:`LossScaler.update`. Use it with :class:`ScaledLoss` as the loss function, and clip
-    here, not with ``fit(max_grad_norm=...)``, which would clip the still-scaled gradients.
+    ``max_grad_norm``, if given, in that order); a step with an inf/NaN gradient is skipped, as
+    ``GradScaler.step`` skips it: the loop is told (``run.skip_update``) and makes no
+    ``optimizer.step()``, and the non-finite gradients are dropped (``p.grad = None``) so that no later
+    callback reads them; after the step, :meth:`LossScaler.update`. Use it with :class:`ScaledLoss` as
+    the loss function, and clip here, not with ``fit(max_grad_norm=...)``, which would clip the
+    still-scaled gradients.
 
-    A skipped step still counts in ``History.updates`` (the loop calls ``optimizer.step()``, which
-    finds no gradients and changes nothing); the scaler's ``skipped`` lists the steps that made no update.
+    A skipped step counts in ``History.skipped``, not in ``History.updates`` (the updates applied); the
+    scaler's ``skipped`` lists the steps that made no update.
     """
 
     def __init__(self, scaler: LossScaler, max_grad_norm: float | None = None):
@@ -380,6 +382,7 @@ class LossScaling(Callback):
     def after_backward(self, run: Run) -> None:
         self.scaler.unscale_(run.optimizer)
         if self.scaler.found_inf:
+            run.skip_update = True
             for group in run.optimizer.param_groups:
                 for p in group["params"]:
                     p.grad = None

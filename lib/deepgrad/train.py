@@ -44,7 +44,10 @@ def supervised(loss_fn: Loss = F.cross_entropy) -> StepLoss:
 
 @dataclass
 class History:
-    """What :func:`loop` (and so :func:`fit`) measured. Steps are counted from 1 (the first update).
+    """What :func:`loop` (and so :func:`fit`) measured. Steps are counted from 1 (the first step).
+
+    A step whose update a callback skipped (:attr:`Run.skip_update`: dynamic loss scaling after an
+    inf/NaN gradient) counts in ``skipped``, not in ``updates``; :attr:`steps` counts both.
 
     ``logs`` holds the per-step or per-evaluation series that callbacks record, by name (the learning
     rate, gradient norms, ...); the fields hold what every run has.
@@ -56,7 +59,8 @@ class History:
     val_accuracy: list[float] = field(default_factory=list)
     diverged_at: int | None = None  # first step whose loss was non-finite, if any
     stopped_at: int | None = None   # step at which a callback ended the run (early stopping, solved, ...)
-    updates: int | None = None      # optimiser updates made (counted by the loop)
+    updates: int | None = None      # optimiser updates applied (counted by the loop; skipped steps not)
+    skipped: int = 0                # steps whose update a callback skipped (Run.skip_update)
     logs: dict[str, list[float]] = field(default_factory=dict)
 
     @property
@@ -65,9 +69,10 @@ class History:
 
     @property
     def steps(self) -> int:
-        """Number of updates made (for a history built by hand: the recorded losses less a diverged one)."""
+        """Number of steps completed: updates applied plus updates skipped (for a history built by
+        hand: the recorded losses less a diverged one)."""
         if self.updates is not None:
-            return self.updates
+            return self.updates + self.skipped
         return len(self.train_loss) - (1 if self.diverged else 0)
 
     def log(self, name: str, value: float) -> None:
@@ -80,7 +85,8 @@ class Run:
     """The state of a run in progress, handed to every callback hook.
 
     ``step`` is the current step (from 1), ``loss`` its mini-batch loss (a tensor) and ``value`` that
-    loss as a float. A callback ends the run by setting ``stop = True``.
+    loss as a float. A callback ends the run by setting ``stop = True``, and skips this step's update
+    by setting ``skip_update = True`` in ``after_backward`` (reset at the start of every step).
     """
 
     model: nn.Module
@@ -91,6 +97,7 @@ class Run:
     loss: Tensor | None = None
     value: float = math.nan
     stop: bool = False
+    skip_update: bool = False
 
 
 class Callback:
@@ -98,7 +105,8 @@ class Callback:
 
     ``on_step_start`` (before the forward pass), ``after_loss`` (the loss is finite; setting
     ``run.stop`` here ends the run *before* the update), ``after_backward`` (gradients present, before
-    the update: clipping, gradient logging), ``after_step`` (after the update), then, when the model
+    the update: clipping, gradient logging; setting ``run.skip_update`` here skips the update),
+    ``after_step`` (after the update, or where it would have been if skipped), then, when the model
     was evaluated, ``on_eval(run, metrics)``. ``on_train_start`` and ``on_train_end`` bracket the run;
     ``on_train_end`` runs for diverged and stopped runs too.
     """
@@ -138,12 +146,14 @@ def loop(model: nn.Module, batches: Iterable[Any], optimizer: torch.optim.Optimi
          evaluate: Callable[[nn.Module], dict[str, float]] | None = None,
          eval_every: int | Iterable[int] | None = None, eval_at_start: bool = True,
          history: History | None = None) -> History:
-    """The library's one training loop: ``steps`` updates (or until ``batches`` runs out).
+    """The library's one training loop: ``steps`` steps (or until ``batches`` runs out).
 
     Each step is the four steps of :ref:`chap-backprop`: forward and loss
     (``step_loss(model, batch)``, default :func:`supervised` cross-entropy), backward, update, with the
     :class:`Callback` hooks in between. A step whose loss is not finite ends the run before its
-    backward pass: ``History.diverged_at`` is that step; nothing is raised or printed.
+    backward pass: ``History.diverged_at`` is that step; nothing is raised or printed. A step whose
+    update a callback skipped (``run.skip_update``, set in ``after_backward``) makes no
+    ``optimizer.step()`` and counts in ``History.skipped`` instead of ``History.updates``.
 
     ``evaluate(model)`` returns named metrics (``val_loss`` and ``val_accuracy`` go to the fields of
     :class:`History`, any other name to ``History.logs``); it runs before the first step (unless
@@ -196,6 +206,7 @@ def loop(model: nn.Module, batches: Iterable[Any], optimizer: torch.optim.Optimi
         except StopIteration:
             break
         run.step += 1
+        run.skip_update = False
         for callback in callbacks:
             callback.on_step_start(run)
         optimizer.zero_grad(set_to_none=True)
@@ -213,8 +224,11 @@ def loop(model: nn.Module, batches: Iterable[Any], optimizer: torch.optim.Optimi
         loss.backward()
         for callback in callbacks:
             callback.after_backward(run)
-        optimizer.step()
-        history.updates += 1
+        if run.skip_update:
+            history.skipped += 1
+        else:
+            optimizer.step()
+            history.updates += 1
         for callback in callbacks:
             callback.after_step(run)
         if evaluate is not None and (run.step in eval_at if eval_at is not None
@@ -237,7 +251,7 @@ def loop(model: nn.Module, batches: Iterable[Any], optimizer: torch.optim.Optimi
 # --------------------------------------------------------------------------------------------
 
 class OnStep(Callback):
-    """Call ``function(run)`` after every update (to step a ``torch.optim.lr_scheduler``, say)."""
+    """Call ``function(run)`` after every step (to step a ``torch.optim.lr_scheduler``, say)."""
 
     def __init__(self, function: Callable[[Run], None]):
         self.function = function
@@ -434,14 +448,14 @@ def fit(model: nn.Module, data: Dataset, optimizer: torch.optim.Optimizer, *, st
         generator: torch.Generator | None = None, max_grad_norm: float | None = None,
         on_step: Callable[[int, float], None] | None = None,
         early_stopping: EarlyStopping | None = None, callbacks: Sequence[Callback] = ()) -> History:
-    """Train ``model`` for ``steps`` mini-batch updates of ``optimizer`` on ``data.train``: :func:`loop`
-    on a :class:`~deepgrad.data.Dataset`.
+    """Train ``model`` for ``steps`` mini-batch steps of ``optimizer`` on ``data.train`` (each an
+    update, unless a callback skips it): :func:`loop` on a :class:`~deepgrad.data.Dataset`.
 
     Batches are drawn epoch by epoch without replacement (``drop_last``, so every step sees
     ``batch_size`` examples) from ``generator`` (:func:`cycle`). Every ``eval_every`` steps (default:
     ``steps // 20``, at least 1), and before the first step, the model is evaluated on ``data.val``.
     ``max_grad_norm``, if given, clips the global gradient norm before each update
-    (:class:`ClipGradNorm`). ``on_step(step, loss)`` is called after each update.
+    (:class:`ClipGradNorm`). ``on_step(step, loss)`` is called after each step.
 
     If a step's loss is not finite the run stops before updating; ``History.diverged_at`` is that step.
 
