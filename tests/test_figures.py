@@ -143,6 +143,18 @@ def test_render_catches_text_too_small_to_read():
     plt.close(fig)
 
 
+@pytest.mark.parametrize("path", sorted((ROOT / "chapters").glob("*.md")), ids=lambda p: p.stem)
+def test_a_figure_is_drawn_in_a_cell_the_reader_can_open(path):
+    """A figure's plotting code is never removed from the page (at most collapsed, ``hide-input``): a
+    hidden cell (``remove-cell``) holds checks and glued numbers, not a drawing."""
+    import jupytext
+
+    hidden = [index for index, cell in enumerate(jupytext.read(path).cells)
+              if cell.cell_type == "code" and "remove-cell" in cell.metadata.get("tags", [])
+              and re.search(r"\bglue_figure\(|\bplotting\.figure\(", cell.source)]
+    assert not hidden, f"chapters/{path.name}: cells {hidden} draw a figure in a remove-cell cell"
+
+
 # --- every figure of the built book ------------------------------------------------------------
 
 def _chapters_in_order() -> list[str]:
