@@ -1,6 +1,7 @@
 """The nbval contract's machinery (tools/chapters.py), on a throwaway chapter in a temporary tree."""
 
 import importlib.util
+import re
 import sys
 from pathlib import Path
 
@@ -159,6 +160,42 @@ def test_bench_measures_a_chapter_in_a_fresh_kernel(tmp_path):
     seconds, mib = bench.run_chapter(chapter)
     assert seconds > 0.5
     assert mib > 200
+
+
+def _sleeping_chapter(tree, *seconds):
+    cells = "".join(f"\n```{{code-cell}} ipython3\nimport time\ntime.sleep({s})\nprint({s})\n```\n" for s in seconds)
+    (tree / "chapters/ch.md").write_text(HEADER.split("```{code-cell}")[0] + cells)
+
+
+def test_reference_stops_a_chapter_over_the_limit_in_total_and_records_nothing(tree, monkeypatch, capsys):
+    # each cell well under the limit, the two together over it
+    _sleeping_chapter(tree, 1.0, 1.0)
+    monkeypatch.setattr(tool, "LIMIT_SECONDS", 1.5)
+    with pytest.raises(SystemExit, match=r"not recorded: chapters/ch.md: a chapter's cells must run in 1.5 s"):
+        tool.record(["ch"])
+    assert "chapters/ch.md stopped after 2 s: over the limit of 1.5 s" in capsys.readouterr().out
+    assert not (tree / "tests/reference/ch.ipynb").exists()
+
+
+def test_reference_prints_a_chapter_time_and_whether_it_met_the_aim(tree, monkeypatch, capsys):
+    _sleeping_chapter(tree, 0.2, 0.2)
+    tool.record(["ch"])
+    printed = capsys.readouterr().out
+    seconds = float(re.search(r"executed chapters/ch.md in ([\d.]+) s\n", printed).group(1))
+    assert 0.4 <= seconds < tool.LIMIT_SECONDS and (tree / "tests/reference/ch.ipynb").exists()
+    monkeypatch.setattr(tool, "AIM_SECONDS", 0.1)
+    tool.record(["ch"])
+    assert re.search(r"executed chapters/ch.md in [\d.]+ s, over the 0.1 s a chapter aims at", capsys.readouterr().out)
+
+
+def test_the_limit_counts_from_the_first_cell_not_the_kernel_start(monkeypatch):
+    """With a clock that jumps 50 s at every reading, the cells get what is left of the limit."""
+    ticks = iter(range(0, 10_000, 50))
+    monkeypatch.setattr(tool, "_clock", lambda: next(ticks))
+    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell("1"), nbformat.v4.new_code_cell("2")])
+    # readings: first cell starts at 0 (limit 120 - 50 = 70 left for it), second cell at 100 (20 left), end 150
+    with pytest.raises(tool.OverLimit, match="took 150 s"):
+        tool.execute_within_limit(nb)
 
 
 class _Log:

@@ -1,6 +1,7 @@
 """Maintenance commands for the book's chapters, called by the Makefile.
 
     python tools/chapters.py reference [STEM ...]   execute chapters, record their outputs in tests/reference/
+                                                    (a chapter over LIMIT_SECONDS in all is stopped, not recorded)
     python tools/chapters.py prepare [STEM ...]     build _build/nbval/: each reference with the current code
     python tools/chapters.py cache-guard             clear the execution cache if deepgrad or the pins changed
     python tools/chapters.py execute [--jobs N]      execute the chapters the execution cache lacks, N at a time
@@ -28,9 +29,11 @@ values to MyST-NB instead of showing them (``deepgrad.book.in_book``).
 from __future__ import annotations
 
 import hashlib
+import math
 import os
 import shutil
 import sys
+import time
 from pathlib import Path
 
 import jupytext
@@ -52,6 +55,14 @@ BOOK_ENV = {"DEEPGRAD_BOOK": "1"}
 BINARY_MIME = ("image/png", "image/jpeg", "image/svg+xml", "application/pdf")
 #: MyST-NB's glue stores a glued figure under this prefix (conftest.py tells nbval to skip them too).
 GLUE_PREFIX = "application/papermill.record/"
+#: A chapter's whole execution (all its cells, from the first cell's start) aims at AIM_SECONDS and
+#: must never take more than LIMIT_SECONDS; `reference` stops a chapter at LIMIT_SECONDS.
+AIM_SECONDS, LIMIT_SECONDS = 60, 120
+_clock = time.perf_counter  # the tests replace it
+
+
+class OverLimit(Exception):
+    """A chapter's cells ran longer than :data:`LIMIT_SECONDS` in all."""
 
 
 def notebook_chapters() -> dict[str, Path]:
@@ -76,25 +87,64 @@ def _strip(nb: nbformat.NotebookNode) -> nbformat.NotebookNode:
     return nb
 
 
-def record(stems: list[str]) -> None:
-    from nbclient import NotebookClient
+def execute_within_limit(nb: nbformat.NotebookNode) -> float:
+    """Execute a chapter's notebook in a fresh kernel, in place; the seconds its cells took in all.
 
+    Each cell may run only what is left of :data:`LIMIT_SECONDS` since the first cell started (the
+    kernel's start is not counted), so a chapter is stopped as soon as it exceeds the limit in total:
+    :class:`OverLimit` is raised then.
+    """
+    from nbclient import NotebookClient
+    from nbclient.exceptions import CellTimeoutError
+
+    started: list[float] = []
+
+    def time_left(cell) -> float:
+        if not started:
+            started.append(_clock())
+        return max(LIMIT_SECONDS - (_clock() - started[0]), 0.01)  # 0 would mean no limit to nbclient
+
+    client = NotebookClient(nb, timeout=math.ceil(LIMIT_SECONDS), timeout_func=time_left, kernel_name="python3",
+                            resources={"metadata": {"path": str(CHAPTERS)}})
+    try:
+        client.execute()
+    except CellTimeoutError as error:
+        raise OverLimit(f"stopped after {_clock() - started[0]:.0f} s") from error
+    seconds = _clock() - started[0] if started else 0.0
+    if seconds > LIMIT_SECONDS:
+        raise OverLimit(f"took {seconds:.0f} s")
+    return seconds
+
+
+def record(stems: list[str]) -> None:
     chapters = notebook_chapters()
     unknown = [s for s in stems if s not in chapters]
     if unknown:
         sys.exit(f"unknown chapter(s) {', '.join(unknown)}; notebook chapters are: {', '.join(chapters)}")
     REFERENCE.mkdir(parents=True, exist_ok=True)
+    over = []
     for stem in stems or list(chapters):
         nb = jupytext.read(chapters[stem])
         print(f"executing chapters/{stem}.md ...", flush=True)
-        NotebookClient(nb, timeout=120, kernel_name="python3",
-                       resources={"metadata": {"path": str(CHAPTERS)}}).execute()
+        try:
+            seconds = execute_within_limit(nb)
+        except OverLimit as error:
+            print(f"chapters/{stem}.md {error}: over the limit of {LIMIT_SECONDS} s for a whole chapter; "
+                  "not recorded", flush=True)
+            over.append(stem)
+            continue
+        aim = f", over the {AIM_SECONDS} s a chapter aims at" if seconds > AIM_SECONDS else ""
+        print(f"executed chapters/{stem}.md in {seconds:.1f} s{aim}", flush=True)
         nbformat.write(_strip(nb), REFERENCE / f"{stem}.ipynb")
         print(f"recorded tests/reference/{stem}.ipynb")
     stale = sorted(p.name for p in REFERENCE.glob("*.ipynb") if p.stem not in chapters)
     for name in stale:
         (REFERENCE / name).unlink()
         print(f"removed tests/reference/{name} (no such chapter)")
+    if over:
+        sys.exit(f"not recorded: {', '.join(f'chapters/{s}.md' for s in over)}: a chapter's cells must run in "
+                 f"{LIMIT_SECONDS} s or less in all (it aims at {AIM_SECONDS} s). Make it faster, or, if the "
+                 "machine was busy (see `uptime`), record it again when it is not.")
 
 
 def prepare(stems: list[str] | None = None) -> None:
@@ -250,7 +300,8 @@ def execute(jobs: int = 2, cache_path: Path | None = None) -> list[str]:
             bundle = CacheBundleIn(nbformat.reads(text, as_version=4), str(CHAPTERS / f"{stem}.md"),
                                    data={"execution_seconds": seconds})
             cache.cache_notebook_bundle(bundle, check_validity=False, overwrite=True)
-            print(f"executed chapters/{stem}.md in {seconds:.1f} s", flush=True)
+            over = f", over the limit of {LIMIT_SECONDS} s for a chapter" if seconds > LIMIT_SECONDS else ""
+            print(f"executed chapters/{stem}.md in {seconds:.1f} s{over}", flush=True)
             cached.append(stem)
     return cached
 
