@@ -33,7 +33,9 @@
   threw "Identifier 'THEBE_JS_URL' has already been declared". Repeated scripts are dropped.
 - **Search ranks a chapter first for its own subject, and quotes prose.** ``static/book-search.js``,
   on the search page only: Sphinx's scorer with a boost for the chapter whose title holds the query,
-  and result snippets without code, outputs or page chrome (see the script).
+  result snippets without code, outputs or page chrome, and a chapter found by its own title listed
+  once, as "N. Title" (Sphinx compares the numbered page title with the plain heading and showed
+  "N. Title > Title" beside the chapter's other result; see the script).
 - **Hover previews.** ``static/book-previews.js``, on every page: a link to a glossary term, an
   equation or a figure shows its target in a small panel on hover or keyboard focus (read from the
   book's own pages; nothing is fetched from outside the site).

@@ -659,6 +659,30 @@ def test_search_ranks_each_chapter_first_for_its_subject_and_quotes_prose(book, 
     assert not errors, errors
 
 
+@pytest.mark.parametrize("reader", [1280], indirect=True, ids=lambda w: f"{w}px")
+def test_search_for_a_chapter_title_lists_the_chapter_once_under_its_title(book, reader):
+    """Searched for by its title, a chapter is one result, titled "N. Title" (not "N. Title > Title")."""
+    import json
+    from urllib.parse import quote
+
+    page, _, errors = reader
+    index = (HTML / "searchindex.js").read_text()
+    index = json.loads(index[index.index("(") + 1:index.rindex(")")])
+    wrong = []
+    for stem in SUBJECTS:
+        own = index["titles"][index["docnames"].index(f"chapters/{stem}")]
+        title = re.sub(r'<span class="section-number">[^<]*</span>', "", own)
+        page.goto(book.base + "search.html?q=" + quote(title), wait_until="load")
+        page.wait_for_function("() => (document.querySelector('#search-results p.search-summary') || {}).textContent")
+        links = page.evaluate("""() => Array.from(document.querySelectorAll('#search-results ul.search > li > a'),
+            a => [a.getAttribute('href'), a.textContent])""")
+        listed = [text for href, text in links if href == f"chapters/{stem}.html"]
+        if len(listed) != 1 or listed[0].count(title) != 1 or " > " in listed[0]:
+            wrong.append(f"{title!r}: chapters/{stem}.html listed as {listed}")
+    assert not wrong, "\n".join(wrong)
+    assert not errors, errors
+
+
 #: Links whose targets the hover preview shows: (page, link selector, what the panel must hold).
 PREVIEWS = [
     ("chapters/batchnorm.html", 'a.reference.internal[href$="glossary.html#term-Batch-normalisation"]', "standardises"),

@@ -11,6 +11,12 @@
  * 2. Snippets show prose: the text a result quotes leaves out code cells, outputs, display
  *    equations, the page's own chrome (buttons, contents, previous/next links) and its title, which
  *    the result already shows.
+ * 3. A chapter's title once. A query that matches a page's title as a whole is listed as
+ *    "page title > matched title", unless the two are equal; in a numbered book the page title
+ *    carries its number ("1. Backpropagation: ..."), the matched title does not, so a chapter found
+ *    by its own title read "1. Backpropagation: ... > Backpropagation: ..." and was listed a second
+ *    time for the same words in its text. Such a result keeps the page title alone, and the
+ *    results are de-duplicated again as Sphinx does (the higher score kept).
  */
 "use strict";
 
@@ -48,8 +54,37 @@ const BOOK_SNIPPET_SKIP = [
   "div.cell_input", "div.cell_output", "div.highlight", "pre", "div.math", ".toggle-details",
 ].join(",");
 
+/* A page title of the index as text, without its section number ("1. ") or markup. */
+const bookPlainTitle = (html) => {
+  const doc = new DOMParser().parseFromString(html, "text/html");
+  doc.querySelectorAll(".section-number").forEach((el) => el.remove());
+  return doc.body.textContent.trim();
+};
+
+/* Results ([docname, title, anchor, descr, score, filename], best last) with a page's own title once. */
+const bookOwnTitleOnce = (results) => {
+  const titles = Search._index.titles;
+  const docNames = Search._index.docnames;
+  const fixed = results.map((result) => {
+    const own = titles[docNames.indexOf(result[0])];
+    if (own === undefined || result[1] !== `${own} > ${bookPlainTitle(own)}`) return result;
+    const copy = result.slice();
+    copy[1] = own;
+    return copy;
+  });
+  const seen = new Set();
+  return fixed.reverse().filter((result) => {
+    const key = result.slice(0, 4).concat([result[5]]).map(String).join(",");
+    if (seen.has(key)) return false;
+    seen.add(key);
+    return true;
+  }).reverse();
+};
+
 document.addEventListener("DOMContentLoaded", () => {
   if (typeof Search === "undefined" || !Search.htmlToText) return;
+  const performSearch = Search._performSearch;
+  if (performSearch) Search._performSearch = (...args) => bookOwnTitleOnce(performSearch(...args));
   const htmlToText = Search.htmlToText;
   Search.htmlToText = (htmlString, anchor) => {
     const doc = new DOMParser().parseFromString(htmlString, "text/html");
