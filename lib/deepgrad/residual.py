@@ -424,9 +424,10 @@ class StagedResidualMLP(ResidualMLP):
     def direct_path(self) -> Tensor:
         """The product of the shortcut matrices from the first block to the top, ``W_s^(k) ⋯ W_s^(1)``.
 
-        ``(last width) × widths[0]``; the batch norm of a "post" projection is not included.
+        ``(last width) × widths[0]``, computed in float64 on the CPU; the batch norm of a "post"
+        projection is not included.
         """
-        product = torch.eye(self.widths[0], dtype=self.stem.weight.dtype)
+        product = torch.eye(self.widths[0], dtype=torch.float64)
         for block in self.projection_blocks():
             product = block.shortcut_matrix().to(product) @ product
         return product
