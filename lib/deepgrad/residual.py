@@ -252,3 +252,182 @@ def gradient_correlations(model: Callable[[Tensor], Tensor], points: Tensor) -> 
     a = a - a.mean(1, keepdim=True)
     b = b - b.mean(1, keepdim=True)
     return (a * b).sum(1) / (a.norm(dim=1) * b.norm(dim=1))
+
+
+# ---------------------------------------------------------------------------------------------
+# Width changes: zero-padding and projection shortcuts (He et al., 2016, options A, B and C)
+# ---------------------------------------------------------------------------------------------
+
+#: Shortcuts of a network whose width changes between stages, after He et al. (2016, "Deep residual
+#: learning"): ``"pad"`` (their option A), ``"projection"`` (B) and ``"all-projections"`` (C).
+SHORTCUTS = ("pad", "projection", "all-projections")
+#: The shortcut of one block whose width may change: the parameter-free ``"pad"`` or a learned ``"projection"``.
+BLOCK_SHORTCUTS = ("pad", "projection")
+
+
+class PadShortcut(nn.Module):
+    """The parameter-free shortcut ``x ↦ P x`` from ``in_features`` to ``out_features`` units.
+
+    ``P`` is the ``out_features × in_features`` matrix with ones on its diagonal and zeros elsewhere
+    (``torch.eye(out_features, in_features)``). Widening, it appends ``out_features - in_features``
+    zeros to ``x``: option A of He et al. (2016, "Deep residual learning"), who only ever widen
+    (their channels double where the resolution halves). Narrowing, which they never do, it keeps the
+    first ``out_features`` units and drops the rest: the truncated units reach the next block through
+    the branch alone. Equal widths give the identity. Either way ``P`` has all its singular values
+    equal to 1, and ``Pᵀ`` (what the backward pass applies) keeps the first ``min(in, out)``
+    coordinates of the gradient and drops or zero-pads the others.
+    """
+
+    def __init__(self, in_features: int, out_features: int):
+        super().__init__()
+        self.in_features = positive_int("in_features", in_features)
+        self.out_features = positive_int("out_features", out_features)
+
+    def matrix(self, dtype: torch.dtype = torch.float32) -> Tensor:
+        """The matrix ``P`` (``out_features × in_features``)."""
+        return torch.eye(self.out_features, self.in_features, dtype=dtype)
+
+    def forward(self, x: Tensor) -> Tensor:
+        extra = self.out_features - self.in_features
+        return nn.functional.pad(x, (0, extra)) if extra >= 0 else x[..., :self.out_features]
+
+    def extra_repr(self) -> str:
+        return f"in_features={self.in_features}, out_features={self.out_features}"
+
+
+class ProjectionBlock(ResidualBlock):
+    """A residual block from ``in_features`` to ``out_features`` units: ``x_{l+1} = W_s x_l + F_l(x_l)``.
+
+    He et al. (2016, "Deep residual learning") match the shapes of shortcut and branch, where the
+    width changes, with a shortcut matrix ``W_s``; its Jacobian is then
+
+        ∂x_{l+1}/∂x_l = W_s + J_l,   J_l = ∂F_l/∂x_l,
+
+    so the direct path of the gradient is multiplied by ``W_sᵀ`` instead of passing unchanged.
+    ``shortcut="projection"`` makes ``W_s`` a learned bias-free linear map (their option B; PyTorch's
+    default initialisation), ``shortcut="pad"`` the fixed zero-padding (or truncating) matrix ``P``
+    of :class:`PadShortcut` (their option A). The branch F is that of :class:`ResidualBlock` (two
+    linear layers, the first one changing the width), and so is ``kind``:
+
+    - ``"pre"`` (He et al., 2016, identity mappings): ``x_{l+1} = W_s x_l + F_l(x_l)`` exactly;
+    - ``"post"``: ``x_{l+1} = relu(S(x_l) + F_l(x_l))``, where a learned projection is followed by batch
+      norm when ``norm=True``, ``S(x) = BN(W_s x)``, as every convolution of He et al. is (the ReLU
+      after the sum multiplies the Jacobian by its slopes, as in :class:`ResidualBlock`).
+    """
+
+    def __init__(self, in_features: int, out_features: int, kind: str = "pre", *,
+                 shortcut: str = "projection", norm: bool = True):
+        positive_int("in_features", in_features)
+        positive_int("out_features", out_features)
+        one_of("kind", kind, ("post", "pre"))
+        one_of("shortcut", shortcut, BLOCK_SHORTCUTS)
+        super().__init__(out_features, kind, norm=norm)
+        self.in_features = in_features
+        self.linear1 = nn.Linear(in_features, out_features)
+        if kind == "pre":
+            self.norm1 = _norm(in_features, norm)
+        if shortcut == "pad":
+            self.shortcut: nn.Module = PadShortcut(in_features, out_features)
+        else:
+            projection = nn.Linear(in_features, out_features, bias=False)
+            self.shortcut = (nn.Sequential(projection, nn.BatchNorm1d(out_features))
+                             if kind == "post" and norm else projection)
+        self.shortcut_kind = shortcut
+
+    def shortcut_matrix(self) -> Tensor:
+        """``W_s``: the padding matrix ``P`` or the projection's weight (without the batch norm of "post")."""
+        if isinstance(self.shortcut, PadShortcut):
+            return self.shortcut.matrix(self.linear1.weight.dtype)
+        linear = self.shortcut[0] if isinstance(self.shortcut, nn.Sequential) else self.shortcut
+        return linear.weight.detach()
+
+    def forward(self, x: Tensor) -> Tensor:
+        total = self.shortcut(x) + self.branch(x)
+        return torch.relu(total) if self.kind == "post" else total
+
+    def extra_repr(self) -> str:
+        return (f"in_features={self.in_features}, out_features={self.width}, kind={self.kind!r}, "
+                f"shortcut={self.shortcut_kind!r}")
+
+
+class StagedResidualMLP(ResidualMLP):
+    """A :class:`ResidualMLP` whose width changes from stage to stage: ``widths[0]``, ``widths[1]``, ...
+
+    The stem maps the input to ``widths[0]``; each stage has ``blocks`` blocks of its width. The
+    first block of a stage whose width differs from the previous one is a :class:`ProjectionBlock`,
+    every other block a :class:`ResidualBlock` with the identity shortcut, as in He et al. (2016,
+    "Deep residual learning"), whose options are the ``shortcut`` argument:
+
+    - ``"pad"`` (A): zero-padding where the width grows (truncation where it shrinks, see
+      :class:`PadShortcut`), no parameters;
+    - ``"projection"`` (B): a learned ``W_s`` where the width changes, the identity elsewhere;
+    - ``"all-projections"`` (C): a learned ``W_s`` on every block.
+
+    The direct path from the top to the first block is the product of the blocks' shortcut matrices:
+    with A or B, only the few at the stage changes. :attr:`n_layers` and :meth:`linear_layers` count
+    the branches' layers, the stem and the output, not the projections, as He et al. count depth.
+    """
+
+    def __init__(self, in_features: int, out_features: int, *, widths: tuple[int, ...] = (16, 32, 64),
+                 blocks: int = 3, kind: str = "pre", norm: bool = True, shortcut: str = "projection"):
+        nn.Module.__init__(self)
+        positive_int("in_features", in_features)
+        positive_int("out_features", out_features)
+        if not (isinstance(widths, (tuple, list)) and widths):
+            raise TypeError(f"widths must be a non-empty tuple of int, got {type(widths).__name__} {widths!r}")
+        for width in widths:
+            positive_int("widths", width)
+        positive_int("blocks", blocks)
+        one_of("kind", kind, ("post", "pre"))
+        flag("norm", norm)
+        one_of("shortcut", shortcut, SHORTCUTS)
+        self.kind = kind
+        self.widths = tuple(widths)
+        self.shortcut = shortcut
+        self.stem = nn.Linear(in_features, widths[0])
+        self.stem_norm = _norm(widths[0], norm) if kind != "pre" else nn.Identity()
+        stack: list[nn.Module] = []
+        previous = widths[0]
+        for width in widths:
+            for _ in range(blocks):
+                if shortcut == "all-projections" or width != previous:
+                    block_shortcut = "pad" if shortcut == "pad" else "projection"
+                    stack.append(ProjectionBlock(previous, width, kind, shortcut=block_shortcut, norm=norm))
+                else:
+                    stack.append(ResidualBlock(width, kind, norm=norm))
+                previous = width
+        self.blocks = nn.ModuleList(stack)
+        self.final_norm = _norm(widths[-1], norm) if kind == "pre" else nn.Identity()
+        self.output = nn.Linear(widths[-1], out_features)
+
+    @classmethod
+    def with_layers(cls, in_features: int, out_features: int, layers: int, *,
+                    widths: tuple[int, ...] = (16, 32, 64), **kwargs) -> StagedResidualMLP:
+        """The network with ``layers`` linear layers (projections not counted): ``layers = 2·blocks·stages + 2``."""
+        positive_int("layers", layers, minimum=4)
+        stages = len(widths) if isinstance(widths, (tuple, list)) else 1
+        if (layers - 2) % (2 * max(stages, 1)):
+            raise ValueError(f"layers must be 2·blocks·{stages} + 2 for {stages} stages "
+                             f"(two per block plus the stem and the output), got {layers}")
+        return cls(in_features, out_features, widths=widths, blocks=(layers - 2) // (2 * stages), **kwargs)
+
+    @property
+    def point_widths(self) -> list[int]:
+        """Widths at the points of :func:`block_input_gradients`: every block's input, then the last block's output."""
+        inputs = [block.in_features if isinstance(block, ProjectionBlock) else block.width for block in self.blocks]
+        return [*inputs, self.blocks[-1].width]
+
+    def projection_blocks(self) -> list[ProjectionBlock]:
+        """The blocks whose shortcut is not the identity module (those at the stage changes, or all for C)."""
+        return [block for block in self.blocks if isinstance(block, ProjectionBlock)]
+
+    def direct_path(self) -> Tensor:
+        """The product of the shortcut matrices from the first block to the top, ``W_s^(k) ⋯ W_s^(1)``.
+
+        ``(last width) × widths[0]``, computed in float64 on the CPU; the batch norm of a "post"
+        projection is not included.
+        """
+        product = torch.eye(self.widths[0], dtype=torch.float64)
+        for block in self.projection_blocks():
+            product = block.shortcut_matrix().to(product) @ product
+        return product
