@@ -74,6 +74,10 @@ def test_a_worker_hands_memory_back_after_every_call(monkeypatch):
     with pytest.raises(ZeroDivisionError):  # also when the call fails
         workers._in_worker(lambda: 1 / 0)
     assert released == [1, 1]
+    with workers.Runs(2):  # the parent gives its own freed memory back before the workers start
+        assert released == [1, 1, 1]
+    with workers.Runs(1):  # in-process: nothing to make room for
+        assert released == [1, 1, 1]
 
 
 def test_calls_that_cannot_go_to_a_worker_are_refused_before_anything_runs():
