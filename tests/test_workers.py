@@ -76,8 +76,9 @@ def test_a_worker_hands_memory_back_after_every_call(monkeypatch):
     assert released == [1, 1]
     with workers.Runs(2):  # the parent gives its own freed memory back before the workers start
         assert released == [1, 1, 1]
-    with workers.Runs(1):  # in-process: nothing to make room for
+    with workers.Runs(1) as runs:  # in-process: once after the batch
         assert released == [1, 1, 1]
+        assert runs([threads_seen, threads_seen]) == [1.0, 1.0] and released == [1, 1, 1, 1]
 
 
 def test_calls_that_cannot_go_to_a_worker_are_refused_before_anything_runs():

@@ -11,8 +11,9 @@ allocator still holds. glibc's ``malloc`` keeps freed blocks in its heap for reu
 the operating system only from the top of the heap, so after many short-lived tensors a process can
 hold hundreds of megabytes it no longer uses; ``malloc_trim(0)`` releases every whole free page
 (glibc manual, "Memory Allocation Tunables"; ``man 3 malloc_trim``). Elsewhere (macOS, Windows,
-C libraries without it) it does nothing. The pool calls it in each worker after every call and in the
-parent before it starts its workers, so that a chapter does not have to.
+C libraries without it) it does nothing. The pool calls it in each worker after every call, in the
+parent before it starts its workers, and after a batch run in-process, so that a chapter does not
+have to.
 """
 
 from __future__ import annotations
@@ -127,7 +128,9 @@ class Runs:
             if not callable(call):
                 raise TypeError(f"calls[{i}] must be callable, got {type(call).__name__}")
         if self._pool is None:
-            return [_one_thread(call) for call in calls]
+            values = [_one_thread(call) for call in calls]
+            release_memory()  # the batch's tensors are garbage now that its numbers are out
+            return values
         for i, call in enumerate(calls):
             check_sendable(f"calls[{i}]", call)
         return list(self._pool.map(_in_worker, calls))
