@@ -32,7 +32,8 @@ Chapters import it as ``import deepgrad as dg``. Each module is one concept:
 - :mod:`deepgrad.workers`     independent runs in worker processes; freed memory handed back to the system
 
 ``import deepgrad`` does not import matplotlib, SciPy, scikit-learn or Optuna: ``plotting``, ``explorer``
-and ``tuning`` are imported on first use, and the digits are read with scikit-learn when first loaded.
+and ``tuning`` are imported on first use, and scikit-learn when a data set is first made (the digits, the
+stratified splits).
 """
 
 from deepgrad import (
