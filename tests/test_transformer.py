@@ -1,4 +1,6 @@
+import gc
 import math
+import weakref
 
 import pytest
 import torch
@@ -235,3 +237,21 @@ def test_layer_errors():
     with pytest.raises(ValueError, match="task"):
         sequence_task("shuffle", 2, 3, 4)
     assert math.isfinite(deepnorm_constants(1)[0])
+
+
+def test_a_model_measured_with_a_recorder_is_freed_once_dropped():
+    # the attention weights kept for inspection are detached: were they part of the last pass's graph,
+    # the Recorder's gradient hooks on that graph would hold the model in a cycle the collector
+    # cannot see through, and every model measured this way would stay in memory
+    from deepgrad.diagnostics import Recorder
+
+    model = Encoder(10, 10, d_model=8, heads=2, d_ff=16, layers=2, norm="post")
+    x, y = sequence_task("reverse", 4, 10, 10, generator=torch.Generator().manual_seed(0))
+    with Recorder(model, EncoderLayer):
+        F.cross_entropy(model(x).flatten(0, 1), y.flatten()).backward()
+    weights = model.layers[0].attn.weights
+    assert weights.shape == (4, 2, 10, 10) and not weights.requires_grad
+    alive = weakref.ref(model)
+    del model, weights
+    gc.collect()
+    assert alive() is None

@@ -29,6 +29,11 @@ Chapters import it as ``import deepgrad as dg``. Each module is one concept:
 - :mod:`deepgrad.book`        numbers as the book prints them (significant digits, 8.9 × 10⁻⁸) and one ``glue``
 - :mod:`deepgrad.evidence`    paired comparisons of two arms over seeds: wins, mean difference, bootstrap interval
 - :mod:`deepgrad.precision`   float16/bfloat16 limits, simulated low-precision layers, δ underflow, loss scaling
+- :mod:`deepgrad.workers`     independent runs in worker processes; freed memory handed back to the system
+
+``import deepgrad`` does not import matplotlib, SciPy, scikit-learn or Optuna: ``plotting``, ``explorer``
+and ``tuning`` are imported on first use, and scikit-learn when a data set is first made (the digits, the
+stratified splits).
 """
 
 from deepgrad import (
@@ -40,13 +45,11 @@ from deepgrad import (
     data,
     diagnostics,
     evidence,
-    explorer,
     init,
     models,
     normalization,
     normfree,
     optim,
-    plotting,
     precision,
     propagation,
     recurrent,
@@ -56,6 +59,7 @@ from deepgrad import (
     tables,
     train,
     transformer,
+    workers,
 )
 from deepgrad.book import glue, scientific, significant
 from deepgrad.repro import default_device, seed_everything
@@ -86,6 +90,7 @@ __all__ = [
     "train",
     "transformer",
     "tuning",
+    "workers",
     "default_device",
     "seed_everything",
     "significant",
@@ -95,12 +100,21 @@ __all__ = [
 __version__ = "0.1.0"
 
 
+#: Submodules imported on first use (``dg.plotting``, ``from deepgrad import tuning``), not by
+#: ``import deepgrad``: they import matplotlib (plotting, explorer) or Optuna (tuning), which a worker
+#: process running a training job, or a chapter without figures, does not need.
+_LAZY = ("explorer", "plotting", "tuning")
+
+
 def __getattr__(name: str):
-    # deepgrad.tuning imports Optuna, which most chapters do not need: it is loaded on first use
-    # (``dg.tuning`` or ``from deepgrad import tuning``), and ``python -m deepgrad.tuning`` runs its
-    # worker without the package having imported it first.
-    if name == "tuning":
+    # PEP 562: called only for names not found in the module, so each lazy submodule is imported once;
+    # ``python -m deepgrad.tuning`` runs its worker without the package having imported it first.
+    if name in _LAZY:
         import importlib
 
-        return importlib.import_module("deepgrad.tuning")
+        return importlib.import_module(f"deepgrad.{name}")
     raise AttributeError(f"module 'deepgrad' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))

@@ -17,8 +17,6 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 import torch
-from sklearn.datasets import load_digits as _sklearn_digits
-from sklearn.model_selection import train_test_split
 from torch import Tensor
 
 from deepgrad._checks import floating_dtype, fraction, non_negative, positive_int
@@ -60,6 +58,8 @@ def _three_way_split(x: Tensor, y: Tensor, val_fraction: float, test_fraction: f
         raise ValueError(
             f"val_fraction + test_fraction must be < 1, got {val_fraction} + {test_fraction}"
         )
+    from sklearn.model_selection import train_test_split  # scikit-learn is imported only when a split is made
+
     idx = torch.arange(len(y)).numpy()
     rest, test = train_test_split(idx, test_size=test_fraction, stratify=y.numpy(), random_state=seed)
     val_of_rest = val_fraction / (1 - test_fraction)
@@ -101,7 +101,9 @@ def load_digits(*, val_fraction: float = 0.2, test_fraction: float = 0.2, standa
     chapter sees the same 1,077 / 360 / 360 images by default (checked by the tests). ``dtype`` must
     be a floating-point type: an integer one would truncate the z-scores, and raises ``ValueError``.
     """
-    raw = _sklearn_digits()
+    from sklearn.datasets import load_digits as sklearn_digits  # imported here: ``import deepgrad`` stays light
+
+    raw = sklearn_digits()
     x = torch.as_tensor(raw.data, dtype=torch.float64)
     y = torch.as_tensor(raw.target, dtype=torch.long)
     return _make_dataset("digits", x, y, val_fraction=val_fraction, test_fraction=test_fraction,

@@ -29,19 +29,17 @@ always give the same interval, and the global random state is left alone.
 
 from __future__ import annotations
 
+import functools
 import math
-import multiprocessing
 import numbers
-import pickle
 from collections.abc import Callable, Sequence
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
-import torch
 
 from deepgrad._checks import fraction, one_of, positive_int
 from deepgrad.book import scientific
+from deepgrad.workers import Runs, check_sendable
 
 __all__ = ["MIN_SEEDS", "Comparison", "bootstrap_interval", "compare", "from_values"]
 
@@ -232,12 +230,12 @@ def compare(a: Callable[[int], float], b: Callable[[int], float], *, seeds: int 
 
     Every call runs with one PyTorch thread (the count is restored afterwards), so its result does
     not depend on ``workers``: ``workers=2`` runs the calls in two processes started with
-    ``'spawn'`` and gives the same values as ``workers=1``. The default is 1 because starting a
-    worker costs about a second (it imports PyTorch), functions defined in a notebook cannot be
-    sent to one, and the book's test runs already keep both cores busy with other chapters. With
-    ``workers > 1``, ``a`` and ``b`` must be module-level functions (or ``functools.partial`` of
-    them) importable by the worker; a lambda or a function defined in a notebook raises
-    :class:`ValueError` before anything runs.
+    ``'spawn'`` (:class:`deepgrad.workers.Runs`) and gives the same values as ``workers=1``. The
+    default is 1 because starting a worker costs about a second (it imports PyTorch), functions
+    defined in a notebook cannot be sent to one, and the book's test runs already keep both cores
+    busy with other chapters. With ``workers > 1``, ``a`` and ``b`` must be module-level functions
+    (or ``functools.partial`` of them) importable by the worker; a lambda or a function defined in
+    a notebook raises :class:`ValueError` before anything runs.
     """
     for arg, fn in (("a", a), ("b", b)):
         if not callable(fn):
@@ -258,49 +256,13 @@ def compare(a: Callable[[int], float], b: Callable[[int], float], *, seeds: int 
                          f"(the book's standard for a claim is {MIN_SEEDS})")
     if len(set(seed_list)) != len(seed_list):
         raise ValueError(f"seeds must be distinct, got {seed_list}")
-    jobs = [(fn, s) for s in seed_list for fn in (a, b)]
-    if workers == 1:
-        values = [_call(fn, s) for fn, s in jobs]
-    else:
+    if workers > 1:
         for arg, fn in (("a", a), ("b", b)):
-            _check_picklable(arg, fn)
-        context = multiprocessing.get_context("spawn")
-        with ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
-            values = list(pool.map(_call, [fn for fn, _ in jobs], [s for _, s in jobs]))
+            check_sendable(arg, fn)
+    with Runs(workers) as runs:
+        values = runs([functools.partial(fn, s) for s in seed_list for fn in (a, b)])
     return from_values(values[0::2], values[1::2], seeds=seed_list, better=better, names=names, level=level,
                        resamples=resamples, bootstrap_seed=bootstrap_seed)
-
-
-def _call(fn: Callable[[int], float], seed: int) -> float:
-    """``float(fn(seed))`` with one PyTorch thread, so that the value does not depend on where it runs."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        value = fn(seed)
-    finally:
-        torch.set_num_threads(threads)
-    if isinstance(value, torch.Tensor):
-        value = value.item()
-    return float(value)
-
-
-def _check_picklable(arg: str, fn: Callable[[int], float]) -> None:
-    target = getattr(fn, "func", fn)  # functools.partial: the function it wraps is what the worker imports
-    module = getattr(target, "__module__", None)
-    qualname = getattr(target, "__qualname__", "")
-    problem = None
-    if "<lambda>" in qualname or "<locals>" in qualname:
-        problem = "a lambda or a function defined inside another function"
-    elif module == "__main__":
-        problem = "a function defined in the notebook or script itself (module '__main__')"
-    else:
-        try:
-            pickle.dumps(fn)
-        except Exception as error:  # any pickling failure means the same thing here
-            problem = f"an object that cannot be pickled ({error})"
-    if problem:
-        raise ValueError(f"{arg} is {problem}: workers > 1 sends it to other processes, which needs a "
-                         "module-level function from an importable module; define it there or use workers=1")
 
 
 def _difference(x: float, y: float) -> float:

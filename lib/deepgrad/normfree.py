@@ -24,23 +24,21 @@ recognition without normalization"), :func:`unitwise_norm`, :func:`adaptive_clip
 :class:`AdaptiveClip` for :func:`deepgrad.train.loop`; scaled weight standardisation (Brock et al.,
 2021, "Characterizing signal propagation ...", after Qiao et al., 2019), :func:`scaled_standardized`
 and :class:`ScaledStdLinear`; and the module-level training runs the chapter compares over seeds
-(:func:`final_loss`, :func:`clip_final_loss`), which :class:`Runs` (or ``deepgrad.evidence.compare``)
-can send to worker processes.
+(:func:`final_loss`, :func:`clip_final_loss`), which :class:`deepgrad.workers.Runs` (and
+``deepgrad.evidence.compare``) can send to worker processes.
 """
 
 from __future__ import annotations
 
 import math
-import multiprocessing
-import pickle
-from collections.abc import Callable, Iterable, Sequence
-from concurrent.futures import ProcessPoolExecutor
+from collections.abc import Iterable
 
 import torch
 from torch import Tensor, nn
 
 from deepgrad._checks import non_negative, one_of, positive, positive_int
 from deepgrad.train import Callback, ClipGradNorm, Run, cycle, loop
+from deepgrad.workers import Runs, run_many  # noqa: F401  (re-exported: the pool lived here before)
 
 #: How the branches of a :class:`NormFreeResNet` are kept in check.
 METHODS = ("none", "batchnorm", "skipinit", "rezero", "fixup")
@@ -290,7 +288,7 @@ class ScaledStdLinear(nn.Linear):
 
 
 # --------------------------------------------------------------------------------------------
-# Training runs the chapter compares over seeds (module level, so evidence.compare can use workers)
+# Training runs the chapter compares over seeds (module level, so that they can go to worker processes)
 # --------------------------------------------------------------------------------------------
 
 def _digits():
@@ -360,73 +358,3 @@ def clip_final_loss(clip: str, clip_value: float, lr: float, seed: int, *, metho
                     **knobs) -> float:
     """:func:`final_loss` with gradient clipping (``clip`` = ``"norm"`` or ``"agc"``)."""
     return final_loss(method, lr, seed, clip=clip, clip_value=clip_value, **knobs)
-
-
-def _one_thread(call: Callable[[], float]) -> float:
-    """``float(call())`` with one PyTorch thread, so that the value does not depend on where it runs."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        return float(call())
-    finally:
-        torch.set_num_threads(threads)
-
-
-def _check_sendable(i: int, call: Callable[[], float]) -> None:
-    target = getattr(call, "func", call)
-    qualname = getattr(target, "__qualname__", "")
-    if getattr(target, "__module__", None) == "__main__" or "<" in qualname:
-        raise ValueError(f"calls[{i}] must be a module-level function (or a functools.partial of one) to "
-                         "go to a worker process; define it in a module or use workers=1")
-    try:
-        pickle.dumps(call)
-    except Exception as error:  # any pickling failure means the same thing here
-        raise ValueError(f"calls[{i}] cannot be pickled ({error}); use workers=1") from error
-
-
-class Runs:
-    """Runs independent training calls, each with one PyTorch thread, in ``workers`` processes.
-
-    The calls are ``functools.partial`` objects of module-level functions (such as :func:`final_loss`)
-    so that they can be sent to worker processes started with ``'spawn'``, as
-    :func:`deepgrad.evidence.compare` does; the values do not depend on ``workers``. One object serves
-    several batches of calls (a grid, then the seeds at its best point), so the workers, which import
-    PyTorch and load the data, start once. Use it as a context manager or call :meth:`close`.
-    """
-
-    def __init__(self, workers: int = 1):
-        self.workers = positive_int("workers", workers)
-        self._pool = None
-        if workers > 1:
-            self._pool = ProcessPoolExecutor(max_workers=workers,
-                                             mp_context=multiprocessing.get_context("spawn"))
-
-    def __call__(self, calls: Sequence[Callable[[], float]]) -> list[float]:
-        """``[call() for call in calls]``, spread over the workers."""
-        calls = list(calls)
-        for i, call in enumerate(calls):
-            if not callable(call):
-                raise TypeError(f"calls[{i}] must be callable, got {type(call).__name__}")
-        if self._pool is None:
-            return [_one_thread(call) for call in calls]
-        for i, call in enumerate(calls):
-            _check_sendable(i, call)
-        return list(self._pool.map(_one_thread, calls))
-
-    def close(self) -> None:
-        """Stop the workers."""
-        if self._pool is not None:
-            self._pool.shutdown()
-            self._pool = None
-
-    def __enter__(self) -> Runs:
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.close()
-
-
-def run_many(calls: Sequence[Callable[[], float]], workers: int = 1) -> list[float]:
-    """``[call() for call in calls]`` in ``workers`` processes (one batch of :class:`Runs`)."""
-    with Runs(workers) as runs:
-        return runs(calls)

@@ -90,7 +90,9 @@ class MultiHeadAttention(nn.Module):
             nn.init.uniform_(layer.weight, -bound, bound)
             nn.init.zeros_(layer.bias)
         nn.init.zeros_(self.out.bias)
-        self.weights: Tensor | None = None  # the last forward pass's attention weights, (batch, h, n, n)
+        # the last forward pass's attention weights, (batch, h, n, n), detached: kept for inspection, they
+        # must not keep that pass's autograd graph (and every hook registered on it) alive with the model
+        self.weights: Tensor | None = None
 
     def _split(self, x: Tensor) -> Tensor:
         b, n, _ = x.shape
@@ -99,7 +101,8 @@ class MultiHeadAttention(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         b, n, _ = x.shape
         q, k, v = self._split(self.query(x)), self._split(self.key(x)), self._split(self.value(x))
-        heads, self.weights = attention(q, k, v, scale=self.scale)
+        heads, weights = attention(q, k, v, scale=self.scale)
+        self.weights = weights.detach()
         return self.out(heads.transpose(1, 2).reshape(b, n, self.d_model))
 
 
