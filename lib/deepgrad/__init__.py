@@ -8,7 +8,8 @@ Chapters import it as ``import deepgrad as dg``. Each module is one concept:
 - :mod:`deepgrad.data`        the bundled digits data set and small synthetic tasks
 - :mod:`deepgrad.init`        weight initialisations from their formulas (Xavier, He, LeCun, orthogonal, PyTorch's)
 - :mod:`deepgrad.normalization` batch norm forward and backward by hand, running statistics, layer norm, noisy BN
-- :mod:`deepgrad.residual`    residual blocks (post-/pre-activation, plain, scaled shortcuts, ReZero), residual MLPs, and MLPs whose width changes by stage (zero-padding or projection shortcuts)
+- :mod:`deepgrad.residual`    residual blocks (post-/pre-activation, plain, scaled shortcuts, ReZero), residual MLPs,
+                              and MLPs whose width changes by stage (zero-padding or projection shortcuts)
 - :mod:`deepgrad.models`      an MLP builder with depth, width, activation, init, norm, residual knobs; ``mlp_for``
 - :mod:`deepgrad.autodiff`    backpropagation written out by hand, layer by layer
 - :mod:`deepgrad.clipping`    gradient clipping by value and by global norm, Pascanu's one-unit cliff, recall runs
