@@ -1,5 +1,6 @@
 import math
 
+import numpy as np
 import pytest
 import torch
 from torch import nn
@@ -206,3 +207,142 @@ def test_steps_to_target_matches_run_and_censors(digits):
     assert never == 15.0
     with pytest.raises(ValueError, match="eval_every"):
         ablation.steps_to_target(recipe, digits, 0, depth=2, width=8, steps=10, target=0.5, eval_every=0)
+
+
+# ---- the critical initialisation ------------------------------------------------------------------
+
+def _chi_at_fixed_point(weight_var: float, activation) -> float:
+    """χ(q*) = σ_w² E[φ'(z)²], z ~ N(0, q*), q* = σ_w² E[φ(z)²] (zero biases), by Gauss-Hermite
+    quadrature and fixed-point iteration: a computation independent of deepgrad.propagation."""
+    nodes, weights = np.polynomial.hermite_e.hermegauss(200)   # even: no node at 0, where ReLU's slope jumps
+    weights = weights / weights.sum()
+    phi = {"sigmoid": lambda z: 1 / (1 + np.exp(-z)), "relu": lambda z: np.maximum(z, 0)}[activation]
+    slope = {"sigmoid": lambda z: phi(z) * (1 - phi(z)), "relu": lambda z: (z > 0).astype(float)}[activation]
+    q = 1.0
+    for _ in range(500):
+        q = weight_var * np.sum(weights * phi(np.sqrt(q) * nodes) ** 2)
+    return weight_var * np.sum(weights * slope(np.sqrt(q) * nodes) ** 2)
+
+
+def test_critical_init_puts_the_sigmoid_stack_at_chi_one(digits):
+    model = ablation.build(ablation.Recipe(init="critical"), digits, depth=6, width=256, seed=1)
+    for layer in model.linear_layers():
+        fan_in = layer.in_features
+        weight_var = layer.weight.var().item() * fan_in     # empirical σ_w²
+        assert 80 < weight_var < 130
+        assert torch.count_nonzero(layer.bias) == 0
+    hidden = model.hidden[2].linear
+    weight_var = hidden.weight.var().item() * hidden.in_features
+    assert _chi_at_fixed_point(weight_var, "sigmoid") == pytest.approx(1.0, abs=0.05)
+    # Glorot's scale (σ_w² = 1 at equal fans) is far below it for the sigmoid
+    assert _chi_at_fixed_point(1.0, "sigmoid") < 0.1
+
+
+def test_critical_init_is_he_for_relu():
+    torch.manual_seed(0)
+    a = nn.Linear(300, 200)
+    ablation.initializer("critical", "relu")(a)
+    torch.manual_seed(0)
+    b = nn.Linear(300, 200)
+    ablation.initializer("he")(b)
+    assert torch.allclose(a.weight, b.weight, rtol=1e-5, atol=0)
+    assert a.weight.var().item() == pytest.approx(2 / 300, rel=0.03)
+    assert _chi_at_fixed_point(2.0, "relu") == pytest.approx(1.0, abs=1e-3)
+
+
+def test_critical_init_needs_a_known_activation():
+    with pytest.raises(ValueError, match="activation"):
+        ablation.initializer("critical")
+    with pytest.raises((ValueError, KeyError), match="sigmod"):
+        ablation.initializer("critical", "sigmod")
+    assert ablation.initializer("xavier", "sigmoid") is not None   # the others ignore it
+
+
+# ---- training without diagnosis, the pool, comparisons over seeds ---------------------------------
+
+def test_train_is_run_without_the_report(digits):
+    recipe = ablation.Recipe(activation="relu", init="he", lr=0.2)
+    out = ablation.train(recipe, digits, 2, depth=2, width=16, steps=20, eval_every=5)
+    ran = ablation.run(recipe, digits, depth=2, width=16, steps=20, eval_every=5, diagnose_steps=2, seed=2)
+    assert out.report is None and out.seed == 2 and ran.seed == 2
+    assert out.history.train_loss == ran.history.train_loss and out.test_accuracy == ran.test_accuracy
+    added = ablation.with_report(out, digits, depth=2, width=16, steps=2)
+    assert added.report.steps == 2 and added.history is out.history
+    assert added.gradient_ratio == ran.report.layers[0].relative_grad
+
+
+def test_censored_steps_to():
+    history = dg.train.History(train_loss=[1.0] * 30, eval_steps=[0, 10, 20, 30],
+                               val_loss=[2, 1, 0.5, 0.4], val_accuracy=[0.1, 0.5, 0.92, 0.95])
+    out = ablation.Outcome(ablation.Recipe(), history, None, 0.9, None)
+    assert out.censored_steps_to(0.9, steps=30, eval_every=10) == 20.0
+    assert out.censored_steps_to(0.99, steps=30, eval_every=10) == 40.0
+    diverged = dg.train.History(train_loss=[1.0], eval_steps=[0], val_loss=[2.0], val_accuracy=[0.1],
+                                diverged_at=1)
+    assert math.isinf(ablation.Outcome(ablation.Recipe(), diverged, None, 0.1, None)
+                      .censored_steps_to(0.9, steps=30, eval_every=10))
+
+
+def test_pool_matches_train_in_and_out_of_process(digits):
+    recipes = [ablation.Recipe(activation="relu", init="he", lr=0.2), ablation.Recipe(init="critical")]
+    jobs = [(r, s) for r in recipes for s in (0, 1)]
+    settings = dict(depth=2, width=8, steps=6, eval_every=3)
+    here = ablation.Pool(digits)(jobs, **settings)
+    with ablation.Pool(digits, workers=2) as pool:
+        there = pool(jobs, **settings)
+        again = pool(jobs[:1], **settings)    # the workers serve a second call
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        direct = [ablation.train(r, digits, s, **settings) for r, s in jobs]
+    finally:
+        torch.set_num_threads(threads)
+    for a, b, c in zip(here, there, direct, strict=True):
+        assert a.history.train_loss == b.history.train_loss == c.history.train_loss
+        assert a.test_accuracy == b.test_accuracy == c.test_accuracy
+        assert (a.recipe, a.seed) == (b.recipe, b.seed) == (c.recipe, c.seed)
+    assert again[0].history.train_loss == there[0].history.train_loss
+    assert torch.get_num_threads() == threads
+
+
+@pytest.mark.parametrize("jobs, error", [([(ablation.Recipe(), "0")], TypeError),
+                                         ([ablation.Recipe()], TypeError),
+                                         ([(ablation.Recipe(), True)], TypeError)])
+def test_pool_rejects_bad_jobs(digits, jobs, error):
+    with pytest.raises(error, match="jobs"):
+        ablation.Pool(digits)(jobs, depth=2, width=8, steps=2)
+    with pytest.raises(ValueError, match="workers"):
+        ablation.Pool(digits, workers=0)
+    with pytest.raises(ValueError, match="steps"):
+        ablation.Pool(digits)([], depth=2, width=8, steps=0)
+
+
+def _outcome(recipe, seed, reached_at, accuracy):
+    """An outcome whose validation accuracy first reaches 0.9 at ``reached_at`` (None: never) of 20 steps."""
+    steps = [0, 5, 10, 15, 20]
+    val = [0.95 if reached_at is not None and s >= reached_at else 0.5 for s in steps]
+    history = dg.train.History(train_loss=[1.0] * 20, eval_steps=steps, val_loss=[1.0] * 5, val_accuracy=val)
+    return ablation.Outcome(recipe, history, None, accuracy, None, seed)
+
+
+def test_consecutive_pairs_each_rung_with_the_one_before():
+    a, b, c = (ablation.Recipe(lr=lr) for lr in (0.1, 0.2, 0.3))
+    rungs = {"A": [_outcome(a, s, r, acc) for s, r, acc in [(0, 20, 0.90), (1, None, 0.80), (2, 15, 0.85)]],
+             "B": [_outcome(b, s, r, acc) for s, r, acc in [(0, 10, 0.92), (1, 15, 0.84), (2, 15, 0.85)]],
+             "C": [_outcome(c, s, r, acc) for s, r, acc in [(0, 5, 0.91), (1, 5, 0.86), (2, 10, 0.90)]]}
+    cmp = ablation.consecutive(rungs, target=0.9, steps=20, eval_every=5)
+    assert list(cmp) == ["B", "C"]
+    speed, accuracy = cmp["B"]
+    assert speed.names == ("B", "A") and speed.a == (10.0, 15.0, 15.0) and speed.b == (20.0, 25.0, 15.0)
+    assert (speed.wins, speed.wins_b) == (2, 0) and speed.mean_difference == pytest.approx(-20 / 3)
+    assert accuracy.better == "higher" and accuracy.a == (0.92, 0.84, 0.85) and accuracy.wins == 2
+    expected = dg.evidence.from_values([5, 5, 10], [10, 15, 15], seeds=[0, 1, 2], names=("C", "B"))
+    assert cmp["C"][0] == expected
+    table = ablation.consecutive_table(rungs, target=0.9, steps=20, eval_every=5).splitlines()
+    assert len(table) == 5 and "(of 3 seeds)" in table[0]
+    assert table[2] == "| A | 0.1 | 20 |  |  |  | 85.0% |  |"
+    assert table[3].startswith("| B | 0.2 | 15 | 2 / 0 | −7 (") and "| 0.5 |" in table[3]
+    assert "| 87.0% | +2.0 (" in table[3] and table[2].count("|") == table[3].count("|")
+    rungs["C"] = rungs["C"][::-1]
+    with pytest.raises(ValueError, match="same seeds"):
+        ablation.consecutive(rungs, target=0.9, steps=20, eval_every=5)

@@ -6,7 +6,9 @@ stopping. :func:`run` builds the network a recipe describes, diagnoses its gradi
 :class:`~deepgrad.diagnostics.GradientReport` over the first steps, trains it with
 :func:`~deepgrad.train.fit` and returns an :class:`Outcome` with everything an ablation table needs.
 :func:`greedy_layerwise` trains a network one hidden layer at a time (Bengio et al., 2007), the
-"multi-level hierarchy" remedy of the notes, on :func:`deepgrad.train.layerwise`.
+"multi-level hierarchy" remedy of the notes, on :func:`deepgrad.train.layerwise`. :func:`train` trains
+without the diagnosis, and :class:`Pool` trains many (recipe, seed) pairs in worker processes, for
+comparisons over seeds with :func:`deepgrad.evidence.from_values`.
 
 Nothing here touches the global random number generators: every function takes a ``seed`` and draws
 from its own ``torch.Generator`` (weights are initialised under ``torch.random.fork_rng``).
@@ -16,25 +18,30 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import multiprocessing
 import textwrap
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 from torch import nn
 
-from deepgrad import activations, tables
+from deepgrad import activations, evidence, propagation, tables
 from deepgrad import init as init_
 from deepgrad._checks import fraction, one_of, positive, positive_int
 from deepgrad.book import scientific
 from deepgrad.data import Dataset
 from deepgrad.diagnostics import GradientReport
+from deepgrad.evidence import Comparison
 from deepgrad.models import MLP, NORMS
 from deepgrad.train import EarlyStopping, History, evaluate, fit, layerwise
 
 #: Initialisations a recipe can name: small Gaussian weights N(0, NAIVE_STD²) (the "naive" choice of
-#: old tutorials), PyTorch's default for ``nn.Linear``, Glorot & Bengio's normal, He et al.'s normal.
-INITS = ("naive", "default", "xavier", "he")
+#: old tutorials), PyTorch's default for ``nn.Linear``, Glorot & Bengio's normal, He et al.'s normal, and
+#: the critical scale of the recipe's activation (see :func:`initializer`).
+INITS = ("naive", "default", "xavier", "he", "critical")
 OPTIMIZERS = ("sgd", "adam")
 NAIVE_STD = 0.01
 
@@ -75,12 +82,26 @@ class Recipe:
         return dataclasses.replace(self, **changes)
 
 
-def initializer(name: str) -> Callable[[nn.Linear], None] | None:
+def initializer(name: str, activation: str | None = None) -> Callable[[nn.Linear], None] | None:
     """The function :class:`~deepgrad.models.MLP` applies to every linear layer (``None``: PyTorch's default).
 
     Biases are zero for every scheme but ``"default"``, which keeps PyTorch's uniform biases.
+
+    ``"critical"`` needs ``activation`` (the other schemes ignore it) and draws weights N(0, σ_w²/fan_in)
+    with σ_w² = :func:`deepgrad.propagation.critical_weight_variance` of the activation, the solution of
+    χ(q*) = σ_w² E[φ'(z)²] = 1, z ~ N(0, q*), where q* is the fixed point of the forward variance: the
+    factor by which each layer multiplies the mean squared back-propagated gradient is then one, the
+    edge between vanishing and exploding (Poole et al., 2016; Schoenholz et al., 2017). σ_w² is 2 for
+    ReLU (He et al.'s scale, the same distribution as ``"he"``), 1 for tanh and about 103 for the
+    sigmoid (σ_w ≈ 10, ten times Glorot's σ_w = 1 at equal fans). It is applied to the output layer
+    too, like every scheme here.
     """
     one_of("init", name, INITS)
+    weight_var = None
+    if name == "critical":
+        if activation is None:
+            raise ValueError("init 'critical' needs the activation (activation=None given)")
+        weight_var = propagation.critical_weight_variance(activation)
     if name == "default":
         return None
 
@@ -89,6 +110,8 @@ def initializer(name: str) -> Callable[[nn.Linear], None] | None:
             init_.normal_(layer.weight, NAIVE_STD)
         elif name == "xavier":
             init_.xavier_normal_(layer.weight)
+        elif name == "critical":
+            init_.normal_(layer.weight, (weight_var / layer.in_features) ** 0.5)
         else:
             init_.he_normal_(layer.weight)
         if layer.bias is not None:
@@ -103,7 +126,7 @@ def build(recipe: Recipe, data: Dataset, *, depth: int, width: int, seed: int = 
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         model = MLP(data.n_features, data.n_classes, width=width, depth=depth, activation=recipe.activation,
-                    init=initializer(recipe.init), norm=recipe.norm, residual=recipe.residual)
+                    init=initializer(recipe.init, recipe.activation), norm=recipe.norm, residual=recipe.residual)
     return model.to(data.train.x.device)
 
 
@@ -122,14 +145,16 @@ class Outcome:
     ``verdict`` is its headline and ``gradient_ratio`` layer 1's back-propagated gradient relative to
     the report's reference layer (medians over those steps). ``test_accuracy`` is the trained model's
     (with early stopping: the restored best model's) accuracy on the test split, which no choice
-    ever looked at.
+    ever looked at; ``seed`` drew the weights and the batches. :func:`train` and :class:`Pool` leave
+    ``report`` as ``None`` (no diagnosis); :func:`with_report` adds one.
     """
 
     recipe: Recipe
     history: History
-    report: GradientReport
+    report: GradientReport | None
     test_accuracy: float
-    model: nn.Module
+    model: nn.Module | None
+    seed: int = 0
 
     @property
     def verdict(self) -> str:
@@ -151,6 +176,15 @@ class Outcome:
                 return step
         return None
 
+    def censored_steps_to(self, accuracy: float, *, steps: int, eval_every: int) -> float:
+        """:meth:`steps_to` as a number for :mod:`deepgrad.evidence`: a run that never got there in its
+        budget of ``steps`` updates counts as ``steps + eval_every`` ("later than the budget"), a
+        diverged one as ``inf`` (a failure)."""
+        reached = self.steps_to(accuracy)
+        if reached is not None:
+            return float(reached)
+        return float("inf") if self.history.diverged else float(steps + eval_every)
+
 
 def diagnose(recipe: Recipe, data: Dataset, *, depth: int, width: int, steps: int = 20, seed: int = 0,
              batch_size: int = 64) -> GradientReport:
@@ -164,17 +198,15 @@ def diagnose(recipe: Recipe, data: Dataset, *, depth: int, width: int, steps: in
     return report
 
 
-def run(recipe: Recipe, data: Dataset, *, depth: int, width: int, steps: int, seed: int = 0,
-        batch_size: int = 64, eval_every: int | None = None, diagnose_steps: int = 20,
-        patience: int = 3) -> Outcome:
-    """Diagnose, then train the network of ``recipe`` for ``steps`` updates; see :class:`Outcome`.
+def train(recipe: Recipe, data: Dataset, seed: int = 0, *, depth: int, width: int, steps: int,
+          batch_size: int = 64, eval_every: int | None = None, patience: int = 3) -> Outcome:
+    """Train the network of ``recipe`` for ``steps`` updates, without a diagnosis (``report`` is ``None``).
 
-    With ``recipe.early_stopping`` the run monitors validation loss at every evaluation, stops after
-    ``patience`` evaluations without improvement and restores the best weights.
+    The network is built and its batches drawn from ``seed``. With ``recipe.early_stopping`` the run
+    monitors validation loss at every evaluation, stops after ``patience`` evaluations without
+    improvement and restores the best weights.
     """
     positive_int("steps", steps)
-    report = diagnose(recipe, data, depth=depth, width=width, steps=diagnose_steps, seed=seed,
-                              batch_size=batch_size)
     model = build(recipe, data, depth=depth, width=width, seed=seed)
     generator = torch.Generator().manual_seed(seed)
     stopper = (EarlyStopping(monitor="val_loss", patience=patience, restore_best_weights=True)
@@ -183,7 +215,105 @@ def run(recipe: Recipe, data: Dataset, *, depth: int, width: int, steps: int, se
                   eval_every=eval_every, generator=generator, max_grad_norm=recipe.clip,
                   early_stopping=stopper)
     _, test_accuracy = evaluate(model, data.test)
-    return Outcome(recipe, history, report, test_accuracy, model)
+    return Outcome(recipe, history, None, test_accuracy, model, seed)
+
+
+def run(recipe: Recipe, data: Dataset, *, depth: int, width: int, steps: int, seed: int = 0,
+        batch_size: int = 64, eval_every: int | None = None, diagnose_steps: int = 20,
+        patience: int = 3) -> Outcome:
+    """Diagnose (:func:`diagnose`), then :func:`train` the network of ``recipe``; see :class:`Outcome`."""
+    positive_int("steps", steps)
+    report = diagnose(recipe, data, depth=depth, width=width, steps=diagnose_steps, seed=seed,
+                      batch_size=batch_size)
+    outcome = train(recipe, data, seed, depth=depth, width=width, steps=steps, batch_size=batch_size,
+                    eval_every=eval_every, patience=patience)
+    return dataclasses.replace(outcome, report=report)
+
+
+def with_report(outcome: Outcome, data: Dataset, *, depth: int, width: int, steps: int = 20,
+                batch_size: int = 64) -> Outcome:
+    """``outcome`` with the :func:`diagnose` report of its recipe and seed over ``steps`` updates added."""
+    report = diagnose(outcome.recipe, data, depth=depth, width=width, steps=steps, seed=outcome.seed,
+                      batch_size=batch_size)
+    return dataclasses.replace(outcome, report=report)
+
+
+_WORKER: dict = {}
+
+
+def _start_worker(data: Dataset) -> None:
+    """A :class:`Pool` worker's initializer: keep the data for every job."""
+    _WORKER["data"] = data
+
+
+def _train_job(job: tuple[Recipe, int, dict]) -> Outcome:
+    """:func:`train` one job in a worker process."""
+    return _train_one_thread(_WORKER["data"], job)
+
+
+def _train_one_thread(data: Dataset, job: tuple[Recipe, int, dict]) -> Outcome:
+    """:func:`train` with one PyTorch thread (restored afterwards), so the outcome does not depend on where it runs."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        recipe, seed, settings = job
+        return train(recipe, data, seed, **settings)
+    finally:
+        torch.set_num_threads(threads)
+
+
+class Pool:
+    """Trains many (recipe, seed) pairs on ``data`` with :func:`train`, in ``workers`` processes.
+
+    ``pool(jobs, depth=..., width=..., steps=..., eval_every=...)`` returns one :class:`Outcome` per
+    (recipe, seed) pair of ``jobs``, in order (``report`` ``None``; add one with :func:`with_report`).
+    Every job runs with one PyTorch thread, so the outcomes do not depend on ``workers``. With
+    ``workers > 1`` the processes start (``'spawn'``) at the first call, receive the data once, and
+    serve every later call until :meth:`close` or the end of a ``with`` block. Unlike
+    :func:`deepgrad.evidence.compare`, which keeps one number per run, the whole outcome comes back
+    (history, test accuracy, model), so one run per seed serves several measures; pair them with
+    :func:`deepgrad.evidence.from_values`.
+    """
+
+    def __init__(self, data: Dataset, *, workers: int = 1):
+        self.data = data
+        self.workers = positive_int("workers", workers)
+        self._executor = None
+
+    def __call__(self, jobs: Iterable[tuple[Recipe, int]], *, depth: int, width: int, steps: int,
+                 eval_every: int | None = None, batch_size: int = 64, patience: int = 3) -> list[Outcome]:
+        for name, value in (("depth", depth), ("width", width), ("steps", steps), ("batch_size", batch_size),
+                            ("patience", patience)):
+            positive_int(name, value)
+        if eval_every is not None:
+            positive_int("eval_every", eval_every)
+        settings = dict(depth=depth, width=width, steps=steps, eval_every=eval_every, batch_size=batch_size,
+                        patience=patience)
+        jobs = list(jobs)
+        for i, job in enumerate(jobs):
+            if not (isinstance(job, tuple) and len(job) == 2 and isinstance(job[0], Recipe)
+                    and isinstance(job[1], int) and not isinstance(job[1], bool)):
+                raise TypeError(f"jobs[{i}] must be a (Recipe, int seed) pair, got {job!r}")
+        jobs = [(recipe, seed, settings) for recipe, seed in jobs]
+        if self.workers == 1:
+            return [_train_one_thread(self.data, job) for job in jobs]
+        if self._executor is None:
+            self._executor = ProcessPoolExecutor(max_workers=self.workers,
+                                                 mp_context=multiprocessing.get_context("spawn"),
+                                                 initializer=_start_worker, initargs=(self.data,))
+        return list(self._executor.map(_train_job, jobs))
+
+    def close(self) -> None:
+        """Stop the workers (a later call starts new ones)."""
+        if self._executor is not None:
+            self._executor.shutdown()
+            self._executor = None
+
+    def __enter__(self) -> Pool:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
 
 
 def greedy_layerwise(model: MLP, data: Dataset, *, steps_per_layer: int, lr: float, seed: int = 0,
@@ -243,6 +373,75 @@ def markdown_table(outcomes: dict[str, Outcome], *, target: float) -> str:
     return "\n".join(lines)
 
 
+def consecutive(rungs: dict[str, Sequence[Outcome]], *, target: float, steps: int,
+                eval_every: int) -> dict[str, tuple[Comparison, Comparison]]:
+    """Each rung of a ladder against the rung before it, over the seeds both ran.
+
+    ``rungs`` maps a name to the outcomes of one recipe on seeds s₁..sₙ (the same seeds, in the same
+    order, for every rung). For every rung after the first, the value is a pair of paired
+    comparisons (:func:`deepgrad.evidence.from_values`) of that rung (A) against the one before (B):
+    updates to a validation accuracy of ``target`` (lower is better; censored as in
+    :meth:`Outcome.censored_steps_to`), and test accuracy (higher is better).
+    """
+    fraction("target", target, open_high=False)
+    names = list(rungs)
+    seeds = [[out.seed for out in rungs[name]] for name in names]
+    if any(s != seeds[0] for s in seeds):
+        raise ValueError(f"rungs must hold outcomes on the same seeds in the same order, got {seeds}")
+    result = {}
+    for before, name in zip(names[:-1], names[1:], strict=True):
+        pair = (name, before)
+        speed = [[out.censored_steps_to(target, steps=steps, eval_every=eval_every) for out in rungs[n]]
+                 for n in pair]
+        accuracy = [[out.test_accuracy for out in rungs[n]] for n in pair]
+        result[name] = (evidence.from_values(*speed, seeds=seeds[0], better="lower", names=pair),
+                        evidence.from_values(*accuracy, seeds=seeds[0], better="higher", names=pair))
+    return result
+
+
+def consecutive_table(rungs: dict[str, Sequence[Outcome]], *, target: float, steps: int,
+                      eval_every: int) -> str:
+    """:func:`consecutive` as a Markdown table, one row per rung.
+
+    Columns: the rung's learning rate; the median over seeds of the updates to ``target``; then, against
+    the rung before, the seeds on which it got there in fewer updates (and in more), the mean difference in
+    updates with its 95 % bootstrap interval and the sign-flip p; its mean test accuracy and the mean
+    difference in test accuracy (percentage points) with its interval.
+    """
+    comparisons = consecutive(rungs, target=target, steps=steps, eval_every=eval_every)
+    n = len(next(iter(rungs.values())))
+    goal = f"{100 * target:.0f}%"
+    lines = [f"| network | rate | steps to {goal} (median) | sooner / later than the row above (of {n} seeds) | "
+             f"steps to {goal}, this row − the row above (95% interval) | p | test accuracy (mean) | "
+             "test accuracy, this row − the row above, points (95% interval) |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|"]
+    for name, outs in rungs.items():
+        reached = [out.censored_steps_to(target, steps=steps, eval_every=eval_every) for out in outs]
+        median = float(np.median(reached))
+        cells = [name, f"{outs[0].recipe.lr:g}", "never" if median > steps else f"{median:g}"]
+        if name in comparisons:
+            speed, accuracy = comparisons[name]
+            cells += [f"{speed.wins} / {speed.wins_b}", _with_interval(speed, 1, 0), f"{speed.sign_flip_p:.3g}"]
+        else:
+            cells += ["", "", ""]
+        cells.append(f"{100 * float(np.mean([out.test_accuracy for out in outs])):.1f}%")
+        cells.append(_with_interval(accuracy, 100, 1) if name in comparisons else "")
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def _signed(value: float, decimals: int) -> str:
+    """``value`` with its sign (a true minus sign) and ``decimals`` decimals; ``0`` has no sign."""
+    text = f"{value + 0.0:+.{decimals}f}"     # + 0.0 turns -0.0 into 0.0
+    return "0" if float(text) == 0 else text.replace("-", "−")
+
+
+def _with_interval(comparison: Comparison, scale: float, decimals: int) -> str:
+    """The mean difference and its interval, times ``scale``: ``−59 (−110 to −29)``."""
+    mean, low, high = (scale * x for x in (comparison.mean_difference, comparison.low, comparison.high))
+    return f"{_signed(mean, decimals)} ({_signed(low, decimals)} to {_signed(high, decimals)})"
+
+
 def steps_to_target(recipe: Recipe, data: Dataset, seed: int, *, depth: int, width: int, steps: int,
                     target: float, eval_every: int, batch_size: int = 64) -> float:
     """Updates until the validation accuracy of ``recipe``'s network first reaches ``target``, with ``seed``.
@@ -257,13 +456,6 @@ def steps_to_target(recipe: Recipe, data: Dataset, seed: int, *, depth: int, wid
     fraction("target", target, open_high=False)
     positive_int("eval_every", eval_every)
     positive_int("steps", steps)
-    model = build(recipe, data, depth=depth, width=width, seed=seed)
-    stopper = (EarlyStopping(monitor="val_loss", patience=3, restore_best_weights=True)
-               if recipe.early_stopping else None)
-    history = fit(model, data, optimizer(recipe, model), steps=steps, batch_size=batch_size,
-                  eval_every=eval_every, generator=torch.Generator().manual_seed(seed),
-                  max_grad_norm=recipe.clip, early_stopping=stopper)
-    for step, value in zip(history.eval_steps, history.val_accuracy, strict=True):
-        if value >= target:
-            return float(step)
-    return float("inf") if history.diverged else float(steps + eval_every)
+    outcome = train(recipe, data, seed, depth=depth, width=width, steps=steps, batch_size=batch_size,
+                    eval_every=eval_every)
+    return outcome.censored_steps_to(target, steps=steps, eval_every=eval_every)
