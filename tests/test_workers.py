@@ -294,3 +294,17 @@ def test_import_deepgrad_loads_no_plotting_science_or_tuning_library():
     result = subprocess.run([sys.executable, "-c", LIGHT_IMPORT], capture_output=True, text=True, env=env,
                             timeout=120)
     assert result.returncode == 0 and result.stdout.strip() == "ok", result.stderr
+
+
+def test_the_lazy_submodules_are_visible_to_static_analysers():
+    """Editors and type checkers do not run ``__getattr__``: each lazy submodule is imported under TYPE_CHECKING."""
+    import ast
+
+    import deepgrad
+
+    tree = ast.parse((LIB / "deepgrad" / "__init__.py").read_text())
+    seen = set()
+    for node in tree.body:
+        if isinstance(node, ast.If) and isinstance(node.test, ast.Name) and node.test.id == "TYPE_CHECKING":
+            seen |= {alias.name for stmt in node.body if isinstance(stmt, ast.ImportFrom) for alias in stmt.names}
+    assert set(deepgrad._LAZY) <= seen, set(deepgrad._LAZY) - seen
