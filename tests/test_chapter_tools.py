@@ -5,6 +5,7 @@ import re
 import sys
 from pathlib import Path
 
+import nbclient
 import nbformat
 import pytest
 
@@ -173,7 +174,7 @@ def test_reference_stops_a_chapter_over_the_limit_in_total_and_records_nothing(t
     monkeypatch.setattr(tool, "LIMIT_SECONDS", 1.5)
     with pytest.raises(SystemExit, match=r"not recorded: chapters/ch.md: a chapter's cells must run in 1.5 s"):
         tool.record(["ch"])
-    assert "chapters/ch.md stopped after 2 s: over the limit of 1.5 s" in capsys.readouterr().out
+    assert re.search(r"chapters/ch.md stopped after \d+ s: over the limit of 1.5 s", capsys.readouterr().out)
     assert not (tree / "tests/reference/ch.ipynb").exists()
 
 
@@ -188,14 +189,58 @@ def test_reference_prints_a_chapter_time_and_whether_it_met_the_aim(tree, monkey
     assert re.search(r"executed chapters/ch.md in [\d.]+ s, over the 0.1 s a chapter aims at", capsys.readouterr().out)
 
 
+def _fake_clock(monkeypatch, step: float, shutdown: float) -> list[float]:
+    """A clock that moves ``step`` s at every reading and ``shutdown`` s once the cells are done (the
+    kernel's shutdown, inside ``execute``); returns the list of what each cell was given to run in."""
+    now = [0.0]
+
+    def clock() -> float:
+        reading = now[0]
+        now[0] += step
+        return reading
+
+    real = nbclient.NotebookClient
+    given: list[float] = []
+
+    def client(nb, **kwargs):
+        time_left = kwargs["timeout_func"]
+
+        def recording(cell):
+            given.append(time_left(cell))
+            return given[-1]
+
+        made = real(nb, **{**kwargs, "timeout_func": recording})
+        execute = made.execute
+
+        def execute_then_shut_down(**options):
+            result = execute(**options)
+            now[0] += shutdown
+            return result
+
+        made.execute = execute_then_shut_down
+        return made
+
+    monkeypatch.setattr(tool, "_clock", clock)
+    monkeypatch.setattr(nbclient, "NotebookClient", client)
+    return given
+
+
 def test_the_limit_counts_from_the_first_cell_not_the_kernel_start(monkeypatch):
     """With a clock that jumps 50 s at every reading, the cells get what is left of the limit."""
-    ticks = iter(range(0, 10_000, 50))
-    monkeypatch.setattr(tool, "_clock", lambda: next(ticks))
+    given = _fake_clock(monkeypatch, step=50, shutdown=0)
     nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell("1"), nbformat.v4.new_code_cell("2")])
-    # readings: first cell starts at 0 (limit 120 - 50 = 70 left for it), second cell at 100 (20 left), end 150
+    # readings: first cell starts at 0 (all 120 s left), ends at 50; second starts at 100 (20 s left), ends at 150
     with pytest.raises(tool.OverLimit, match="took 150 s"):
         tool.execute_within_limit(nb)
+    assert given == [tool.LIMIT_SECONDS, tool.LIMIT_SECONDS - 100]
+
+
+def test_the_chapter_time_ends_with_its_last_cell_not_the_kernel_shutdown(monkeypatch):
+    given = _fake_clock(monkeypatch, step=10, shutdown=1000)
+    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell("1"), nbformat.v4.new_code_cell("2")])
+    # readings: 0 and 10 (first cell), 20 and 30 (second); the 1000 s after the last cell are not counted
+    assert tool.execute_within_limit(nb) == 30
+    assert given == [tool.LIMIT_SECONDS, tool.LIMIT_SECONDS - 20]
 
 
 class _Log:

@@ -5,6 +5,7 @@ step for step on runs that overflow on purpose."""
 import copy
 import itertools
 import math
+import warnings
 
 import pytest
 import torch
@@ -308,3 +309,30 @@ def test_gradient_error_is_zero_in_float32_and_larger_in_bfloat16_than_in_float1
     half = precision.gradient_error(0, dtype=torch.float16)
     brain = precision.gradient_error(0, dtype=torch.bfloat16)
     assert 0 < half < 0.05 and brain > 2 * half
+
+
+def _scheduled_run(updates_only):
+    """Loss scaling whose first step overflows, and a learning-rate scheduler stepped through OnStep."""
+    model = precision.simulate(_model(seed=3), torch.float16)
+    scaler = precision.LossScaler(init_scale=2.0 ** 24, growth_interval=4)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.05)
+    scheduler = torch.optim.lr_scheduler.StepLR(optimizer, step_size=1, gamma=0.5)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        history = dg.train.loop(model, _batches(6), optimizer,
+                                step_loss=dg.train.supervised(precision.ScaledLoss(scaler)),
+                                callbacks=[precision.LossScaling(scaler),
+                                           dg.train.OnStep(lambda run: scheduler.step(), updates_only=updates_only)])
+    assert scaler.skipped[0] == 1  # the first step made no update
+    return history, scheduler, [str(w.message) for w in caught]
+
+
+def test_on_step_can_step_a_scheduler_only_after_applied_updates():
+    history, scheduler, caught = _scheduled_run(updates_only=True)
+    assert not caught, caught
+    assert scheduler.last_epoch == history.updates < history.steps  # it counted updates, not steps
+    history, scheduler, caught = _scheduled_run(updates_only=False)  # every step: PyTorch's warning
+    assert any("lr_scheduler.step()` before `optimizer.step()" in message for message in caught), caught
+    assert scheduler.last_epoch == history.steps
+    with pytest.raises(TypeError, match="updates_only"):
+        dg.train.OnStep(print, updates_only=1)

@@ -6,6 +6,8 @@ import os
 import platform
 import subprocess
 import sys
+import time
+from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
 
 import pytest
@@ -39,32 +41,111 @@ def threads_seen() -> float:
     return float(torch.get_num_threads())
 
 
+def default_dtype_bits() -> float:
+    """The bits of a tensor made with the default dtype (32 unless a setting says otherwise)."""
+    return float(torch.ones(1).dtype.itemsize * 8)
+
+
+def mean_of_noise(seed: int) -> torch.Tensor:
+    """A tensor in the default dtype: its value depends on that dtype."""
+    return torch.randn(1000, generator=torch.Generator().manual_seed(seed), dtype=torch.get_default_dtype()).mean()
+
+
+def nap(seconds: float) -> float:
+    time.sleep(seconds)
+    return seconds
+
+
+def broken() -> float:
+    raise ZeroDivisionError("this call fails")
+
+
+def die() -> float:
+    os._exit(3)  # a worker that dies, as one killed for memory does
+
+
+@pytest.fixture(scope="module")
+def pool():
+    """One pool of two workers for the tests that need only a pool (starting one takes seconds)."""
+    with workers.Runs(2) as runs:
+        yield runs
+
+
 # --- the pool --------------------------------------------------------------------------------
 
-def test_two_workers_give_exactly_what_one_gives():
+def test_two_workers_give_exactly_what_one_gives(pool):
     calls = [functools.partial(noisy_sum, seed) for seed in range(6)]
     one = workers.run_many(calls, workers=1)
-    with workers.Runs(2) as runs:  # one pool, two batches
-        two = runs(calls[:4]) + runs(calls[4:])
+    two = pool(calls[:4]) + pool(calls[4:])  # one pool, two batches
     assert one == two
     assert len(set(one)) == 6  # the calls differ, so equal lists mean the order was kept
 
 
-def test_every_call_has_one_thread_and_the_count_is_restored():
+def test_workers_start_with_the_parents_default_dtype_and_determinism():
+    calls = [functools.partial(mean_of_noise, seed) for seed in range(3)] + [default_dtype_bits]
+    before = torch.get_default_dtype(), torch.are_deterministic_algorithms_enabled()
+    torch.set_default_dtype(torch.float64)
+    torch.use_deterministic_algorithms(True)
+    try:
+        one = workers.run_many(calls, workers=1)
+        with workers.Runs(2) as runs:
+            two = runs(calls)
+            deterministic = runs([torch.are_deterministic_algorithms_enabled] * 2)
+    finally:
+        torch.set_default_dtype(before[0])
+        torch.use_deterministic_algorithms(before[1])
+    assert one[-1] == 64.0 and one == two
+    assert deterministic == [1.0, 1.0]
+    assert one[0] != float(torch.randn(1000, generator=torch.Generator().manual_seed(0)).mean())  # float32's differs
+
+
+def test_every_call_has_one_thread_and_the_count_is_restored(pool):
     threads = torch.get_num_threads()
-    assert workers.run_many([threads_seen, threads_seen]) == [1.0, 1.0]
-    assert torch.get_num_threads() == threads
-    assert workers.run_many([threads_seen] * 2, workers=2) == [1.0, 1.0]
+    torch.set_num_threads(3)  # not 1, so that a count left at 1 would show
+    try:
+        assert workers.run_many([threads_seen, threads_seen]) == [1.0, 1.0]
+        assert torch.get_num_threads() == 3
+    finally:
+        torch.set_num_threads(threads)
+    assert pool([threads_seen] * 2) == [1.0, 1.0]
 
 
-def test_values_become_floats():
+def test_values_become_floats(pool):
     assert workers.run_many([functools.partial(as_tensor, 2.5)]) == [2.5]
-    assert workers.run_many([functools.partial(as_tensor, 2.5)] * 2, workers=2) == [2.5, 2.5]
+    assert pool([functools.partial(as_tensor, 2.5)] * 2) == [2.5, 2.5]
     assert isinstance(workers.run_many([functools.partial(noisy_sum, 0, 10)])[0], float)
 
 
-def test_a_worker_imports_no_plotting_or_tuning_library_for_a_training_job():
-    assert workers.run_many([heavy_modules_loaded] * 2, workers=2) == [0.0, 0.0]
+def test_a_worker_imports_no_plotting_or_tuning_library_for_a_training_job(pool):
+    assert pool([heavy_modules_loaded] * 2) == [0.0, 0.0]
+
+
+def test_a_failing_call_ends_its_batch_without_waiting_for_the_others():
+    with workers.Runs(2) as runs:
+        runs([threads_seen] * 2)  # the workers are up
+        start = time.perf_counter()
+        with pytest.raises(ZeroDivisionError, match="this call fails"):
+            runs([functools.partial(nap, 4.0), broken] + [functools.partial(nap, 4.0)] * 4)
+        assert time.perf_counter() - start < 3.0  # not after the 4 s call before it, nor the ones queued
+        with pytest.raises(RuntimeError, match="closed"):  # the batch closed the pool
+            runs([threads_seen])
+
+
+def test_a_worker_that_dies_is_reported_with_a_hint():
+    with pytest.raises(BrokenProcessPool, match=r"a worker process died, perhaps out of memory; use workers=1"):
+        workers.run_many([die, threads_seen], workers=2)
+
+
+def test_a_closed_pool_refuses_to_run():
+    for n in (1, 2):
+        runs = workers.Runs(n)
+        runs.close()
+        with pytest.raises(RuntimeError, match="this Runs is closed"):
+            runs([threads_seen])
+        with workers.Runs(n) as runs:
+            pass
+        with pytest.raises(RuntimeError, match="this Runs is closed"):
+            runs([threads_seen])
 
 
 def test_a_worker_hands_memory_back_after_every_call(monkeypatch):
@@ -74,7 +155,16 @@ def test_a_worker_hands_memory_back_after_every_call(monkeypatch):
     with pytest.raises(ZeroDivisionError):  # also when the call fails
         workers._in_worker(lambda: 1 / 0)
     assert released == [1, 1]
-    with workers.Runs(2):  # the parent gives its own freed memory back before the workers start
+
+    class NoPool:  # no workers are started: only the order of things is checked
+        def __init__(self, **kwargs):
+            assert released == [1, 1, 1]  # the parent gives its own freed memory back before they start
+
+        def shutdown(self, *args, **kwargs):
+            pass
+
+    monkeypatch.setattr(workers, "ProcessPoolExecutor", NoPool)
+    with workers.Runs(2):
         assert released == [1, 1, 1]
     with workers.Runs(1) as runs:  # in-process: once after the batch
         assert released == [1, 1, 1]
@@ -134,6 +224,8 @@ def _rss() -> int:
 
 
 @pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="malloc_trim is glibc's")
+@pytest.mark.skipif(any(name in os.environ.get("LD_PRELOAD", "") for name in ("tcmalloc", "jemalloc")),
+                    reason="another allocator is preloaded: malloc and free are not glibc's")
 def test_release_memory_gives_freed_heap_pages_back(fresh_lookup):
     libc = ctypes.CDLL(None)
     libc.malloc.restype, libc.malloc.argtypes = ctypes.c_void_p, [ctypes.c_size_t]
@@ -202,3 +294,17 @@ def test_import_deepgrad_loads_no_plotting_science_or_tuning_library():
     result = subprocess.run([sys.executable, "-c", LIGHT_IMPORT], capture_output=True, text=True, env=env,
                             timeout=120)
     assert result.returncode == 0 and result.stdout.strip() == "ok", result.stderr
+
+
+def test_the_lazy_submodules_are_visible_to_static_analysers():
+    """Editors and type checkers do not run ``__getattr__``: each lazy submodule is imported under TYPE_CHECKING."""
+    import ast
+
+    import deepgrad
+
+    tree = ast.parse((LIB / "deepgrad" / "__init__.py").read_text())
+    seen = set()
+    for node in tree.body:
+        if isinstance(node, ast.If) and isinstance(node.test, ast.Name) and node.test.id == "TYPE_CHECKING":
+            seen |= {alias.name for stmt in node.body if isinstance(stmt, ast.ImportFrom) for alias in stmt.names}
+    assert set(deepgrad._LAZY) <= seen, set(deepgrad._LAZY) - seen

@@ -90,27 +90,33 @@ def _strip(nb: nbformat.NotebookNode) -> nbformat.NotebookNode:
 def execute_within_limit(nb: nbformat.NotebookNode) -> float:
     """Execute a chapter's notebook in a fresh kernel, in place; the seconds its cells took in all.
 
-    Each cell may run only what is left of :data:`LIMIT_SECONDS` since the first cell started (the
-    kernel's start is not counted), so a chapter is stopped as soon as it exceeds the limit in total:
-    :class:`OverLimit` is raised then.
+    The time runs from the first cell's start to the last cell's end (nbclient's ``on_cell_executed``),
+    so neither the kernel's start nor its shutdown is counted. Each cell may run only what is left of
+    :data:`LIMIT_SECONDS` since the first cell started, so a chapter is stopped as soon as it exceeds
+    the limit in total: :class:`OverLimit` is raised then.
     """
     from nbclient import NotebookClient
     from nbclient.exceptions import CellTimeoutError
 
     started: list[float] = []
+    ended: list[float] = []
 
     def time_left(cell) -> float:
+        now = _clock()
         if not started:
-            started.append(_clock())
-        return max(LIMIT_SECONDS - (_clock() - started[0]), 0.01)  # 0 would mean no limit to nbclient
+            started.append(now)
+        return max(LIMIT_SECONDS - (now - started[0]), 0.01)  # 0 would mean no limit to nbclient
+
+    def cell_executed(**_) -> None:
+        ended.append(_clock())
 
     client = NotebookClient(nb, timeout=math.ceil(LIMIT_SECONDS), timeout_func=time_left, kernel_name="python3",
-                            resources={"metadata": {"path": str(CHAPTERS)}})
+                            on_cell_executed=cell_executed, resources={"metadata": {"path": str(CHAPTERS)}})
     try:
         client.execute()
     except CellTimeoutError as error:
         raise OverLimit(f"stopped after {_clock() - started[0]:.0f} s") from error
-    seconds = _clock() - started[0] if started else 0.0
+    seconds = ended[-1] - started[0] if started and ended else 0.0
     if seconds > LIMIT_SECONDS:
         raise OverLimit(f"took {seconds:.0f} s")
     return seconds

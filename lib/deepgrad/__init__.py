@@ -37,6 +37,8 @@ and ``tuning`` are imported on first use, and scikit-learn when a data set is fi
 stratified splits).
 """
 
+from typing import TYPE_CHECKING
+
 from deepgrad import (
     ablation,
     activations,
@@ -64,6 +66,9 @@ from deepgrad import (
 )
 from deepgrad.book import glue, scientific, significant
 from deepgrad.repro import default_device, seed_everything
+
+if TYPE_CHECKING:  # editors and type checkers see the submodules imported on first use (_LAZY)
+    from deepgrad import explorer, plotting, tuning
 
 __all__ = [
     "ablation",

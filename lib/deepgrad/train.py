@@ -87,6 +87,9 @@ class Run:
     ``step`` is the current step (from 1), ``loss`` its mini-batch loss (a tensor) and ``value`` that
     loss as a float. A callback ends the run by setting ``stop = True``, and skips this step's update
     by setting ``skip_update = True`` in ``after_backward`` (reset at the start of every step).
+    ``after_step`` and ``on_eval`` can read ``skip_update`` to tell whether this step's update was
+    applied: a learning-rate scheduler that should count updates is stepped only when it is false,
+    ``OnStep(lambda run: run.skip_update or scheduler.step())``, or ``OnStep(..., updates_only=True)``.
     """
 
     model: nn.Module
@@ -251,13 +254,25 @@ def loop(model: nn.Module, batches: Iterable[Any], optimizer: torch.optim.Optimi
 # --------------------------------------------------------------------------------------------
 
 class OnStep(Callback):
-    """Call ``function(run)`` after every step (to step a ``torch.optim.lr_scheduler``, say)."""
+    """Call ``function(run)`` after every step (to step a ``torch.optim.lr_scheduler``, say).
 
-    def __init__(self, function: Callable[[Run], None]):
+    By default it is called after every step, skipped or not, so a logger sees every loss and a
+    scheduler counts steps, as :class:`LearningRate` does. With ``updates_only=True`` it is called
+    only after the steps whose update was applied, passing over those a callback skipped
+    (``run.skip_update``: :class:`deepgrad.precision.LossScaling` after an inf/NaN gradient), so a
+    scheduler counts updates; PyTorch warns when a scheduler is stepped before the optimizer's first
+    update, which is what happens when the first step is skipped::
+
+        OnStep(lambda run: scheduler.step(), updates_only=True)
+    """
+
+    def __init__(self, function: Callable[[Run], None], *, updates_only: bool = False):
         self.function = function
+        self.updates_only = instance_of("updates_only", updates_only, bool, "True or False")
 
     def after_step(self, run: Run) -> None:
-        self.function(run)
+        if not (self.updates_only and run.skip_update):
+            self.function(run)
 
 
 class ClipGradNorm(Callback):

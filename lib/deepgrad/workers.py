@@ -2,18 +2,19 @@
 
 :class:`Runs` (and its one-batch form :func:`run_many`) runs independent calls, such as the seeds of
 a comparison or the points of a learning-rate grid, in ``workers`` processes started with
-``'spawn'``. Every call runs with one PyTorch thread, so its value does not depend on where it runs:
-``workers=2`` gives exactly what ``workers=1`` gives. :func:`deepgrad.evidence.compare` runs its
-seeds through it.
+``'spawn'``. Every call runs with one PyTorch thread, and each worker starts with the parent's
+process-wide PyTorch settings (default dtype, deterministic algorithms, float32 matmul precision),
+so on the CPU ``workers=2`` gives exactly what ``workers=1`` gives, provided each call seeds its
+own random generators (a worker's global generator is not the parent's).
+:func:`deepgrad.evidence.compare` runs its seeds through it.
 
 :func:`release_memory` asks the C library to hand back memory that the program has freed but the
 allocator still holds. glibc's ``malloc`` keeps freed blocks in its heap for reuse and returns them to
 the operating system only from the top of the heap, so after many short-lived tensors a process can
 hold hundreds of megabytes it no longer uses; ``malloc_trim(0)`` releases every whole free page
-(glibc manual, "Memory Allocation Tunables"; ``man 3 malloc_trim``). Elsewhere (macOS, Windows,
-C libraries without it) it does nothing. The pool calls it in each worker after every call, in the
-parent before it starts its workers, and after a batch run in-process, so that a chapter does not
-have to.
+(``malloc_trim(3)``, the Linux man page). Elsewhere (macOS, Windows, C libraries without it) it does
+nothing. The pool calls it in each worker after every call, in the parent before it starts its
+workers, and after a batch run in-process, so that a chapter does not have to.
 """
 
 from __future__ import annotations
@@ -23,13 +24,14 @@ import functools
 import multiprocessing
 import pickle
 from collections.abc import Callable, Sequence
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import FIRST_EXCEPTION, ProcessPoolExecutor, wait
+from concurrent.futures.process import BrokenProcessPool
 
 import torch
 
 from deepgrad._checks import positive_int
 
-__all__ = ["Runs", "release_memory", "run_many"]
+__all__ = ["Runs", "check_sendable", "release_memory", "run_many"]
 
 
 @functools.cache
@@ -50,6 +52,10 @@ def release_memory() -> bool:
     Returns True when the C library has ``malloc_trim`` (glibc) and it was called, False where it
     does not exist (macOS, Windows, musl), in which case nothing happens. Safe to call at any time:
     it only releases pages that hold no live allocation, so no value in the program changes.
+
+    Where another allocator replaces glibc's (tcmalloc or jemalloc in ``LD_PRELOAD``, as on Colab),
+    the program's memory is not in glibc's heap: the call still happens and returns True, but gives
+    back little or nothing; that allocator returns memory by its own rules.
     """
     trim = _malloc_trim()
     if trim is None:
@@ -69,6 +75,19 @@ def _one_thread(call: Callable[[], float]) -> float:
     if isinstance(value, torch.Tensor):
         value = value.item()
     return float(value)
+
+
+def _settings() -> tuple:
+    """This process's PyTorch settings that a spawned worker would otherwise not share."""
+    return (torch.get_default_dtype(), torch.are_deterministic_algorithms_enabled(),
+            torch.is_deterministic_algorithms_warn_only_enabled(), torch.get_float32_matmul_precision())
+
+
+def _start_worker(dtype: torch.dtype, deterministic: bool, warn_only: bool, matmul_precision: str) -> None:
+    """A worker's start: the parent's :func:`_settings`, so that a call computes what it would in the parent."""
+    torch.set_default_dtype(dtype)
+    torch.use_deterministic_algorithms(deterministic, warn_only=warn_only)
+    torch.set_float32_matmul_precision(matmul_precision)
 
 
 def _in_worker(call: Callable[[], float]) -> float:
@@ -108,21 +127,32 @@ class Runs:
 
     With ``workers > 1`` the calls are module-level functions or ``functools.partial`` objects of
     them (such as :func:`deepgrad.normfree.final_loss`), so that they can be sent to worker processes
-    started with ``'spawn'``; the values do not depend on ``workers``. One object serves several
-    batches of calls (a grid, then the seeds at its best point), so the workers, which import PyTorch
-    and load their data, start once. Use it as a context manager or call :meth:`close`.
+    started with ``'spawn'``. Each worker starts with the parent's default dtype, deterministic-
+    algorithms setting and float32 matmul precision as they are when the object is made; a call must
+    seed its own random generators. Then, on the CPU, the values do not depend on ``workers``. One
+    object serves several batches of calls (a grid, then the seeds at its best point), so the
+    workers, which import PyTorch and load their data, start once. Use it as a context manager or
+    call :meth:`close`; a closed object runs nothing (:class:`RuntimeError`).
+
+    A call that raises stops its batch at once: the calls not yet started are cancelled, the pool is
+    closed and the error is raised. A worker process that dies (out of memory, say) raises
+    :class:`~concurrent.futures.process.BrokenProcessPool`.
     """
 
     def __init__(self, workers: int = 1):
         self.workers = positive_int("workers", workers)
         self._pool = None
+        self._closed = False
         if workers > 1:
             release_memory()  # the workers are about to need memory: give back what this process freed
-            self._pool = ProcessPoolExecutor(max_workers=workers,
-                                             mp_context=multiprocessing.get_context("spawn"))
+            self._pool = ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn"),
+                                             initializer=_start_worker, initargs=_settings())
 
     def __call__(self, calls: Sequence[Callable[[], float]]) -> list[float]:
         """``[float(call()) for call in calls]``, spread over the workers (a tensor's ``.item()``)."""
+        if self._closed:
+            raise RuntimeError("this Runs is closed (close() was called or its with-block ended); "
+                               "make a new one to run more calls")
         calls = list(calls)
         for i, call in enumerate(calls):
             if not callable(call):
@@ -133,10 +163,31 @@ class Runs:
             return values
         for i, call in enumerate(calls):
             check_sendable(f"calls[{i}]", call)
-        return list(self._pool.map(_in_worker, calls))
+        futures = [self._pool.submit(_in_worker, call) for call in calls]
+        try:
+            done, _ = wait(futures, return_when=FIRST_EXCEPTION)  # a failing call ends the batch at once
+            for future in futures:  # the first failure, without waiting for earlier calls still running
+                if future in done and future.exception() is not None:
+                    future.result()
+            return [future.result() for future in futures]
+        except BrokenProcessPool as error:
+            self._abandon()
+            raise BrokenProcessPool("a worker process died, perhaps out of memory; use workers=1 "
+                                    "(or fewer workers)") from error
+        except BaseException:
+            self._abandon()
+            raise
+
+    def _abandon(self) -> None:
+        """Close without waiting: cancel the calls not started; a running one ends in its worker."""
+        self._closed = True
+        if self._pool is not None:
+            self._pool.shutdown(wait=False, cancel_futures=True)
+            self._pool = None
 
     def close(self) -> None:
-        """Stop the workers."""
+        """Stop the workers (after the calls already sent to them)."""
+        self._closed = True
         if self._pool is not None:
             self._pool.shutdown()
             self._pool = None
@@ -144,8 +195,11 @@ class Runs:
     def __enter__(self) -> Runs:
         return self
 
-    def __exit__(self, *exc) -> None:
-        self.close()
+    def __exit__(self, error_type, *exc) -> None:
+        if error_type is None:
+            self.close()
+        else:  # leaving on an error: do not wait for calls whose results nobody will read
+            self._abandon()
 
 
 def run_many(calls: Sequence[Callable[[], float]], workers: int = 1) -> list[float]:
