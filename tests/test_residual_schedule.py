@@ -1,9 +1,8 @@
-"""deepgrad.residual: training to the end of a schedule (train_to_end), the whole-training-set fit
-it measures (training_set_fit) and the worker pool that spreads the runs (Workers)."""
+"""deepgrad.residual: training to the end of a schedule (train_to_end) and the whole-training-set fit
+it measures (training_set_fit)."""
 
 import copy
 import math
-from functools import partial
 
 import pytest
 import torch
@@ -11,7 +10,7 @@ import torch.nn.functional as F
 
 import deepgrad as dg
 from deepgrad import residual
-from deepgrad.residual import ResidualMLP, ScheduleEnd, Workers, train_to_end, training_set_fit
+from deepgrad.residual import ResidualMLP, ScheduleEnd, train_to_end, training_set_fit
 
 
 def _digits():
@@ -54,7 +53,7 @@ def test_training_set_fit_rejects_a_non_module():
 def test_train_to_end_matches_the_same_run_written_out():
     steps, lr, seed = 12, 0.2, 3
     end = train_to_end(6, lr, seed, steps=steps, batch_size=32, checkpoints=(0.5, 1.0))
-    assert end.steps == (6, 12) and not end.diverged
+    assert isinstance(end, ScheduleEnd) and end.steps == (6, 12) and not end.diverged
     assert (end.final_loss, end.final_error) == (end.loss[-1], end.error[-1])
     # the same run by hand: seed, model, SGD with momentum, cosine rate to zero, whole-set fit
     data = _digits()
@@ -102,24 +101,3 @@ def test_train_to_end_rejects_bad_arguments():
         train_to_end(5, 0.1, 0, steps=5)
     with pytest.raises(TypeError, match="steps"):
         train_to_end(4, 0.1, 0, steps=2.5)
-
-
-def test_workers_give_the_same_results_in_two_processes():
-    calls = [partial(train_to_end, 4, 0.1, seed, steps=5, checkpoints=(1.0,)) for seed in range(3)]
-    with Workers(1) as one:
-        serial = one(calls)
-    with Workers(2) as two:
-        parallel = two(calls)
-        again = two(calls[:1])  # the same processes serve a second batch
-    assert parallel == serial and again == serial[:1]
-    assert all(isinstance(end, ScheduleEnd) for end in parallel)
-
-
-def test_workers_reject_what_cannot_go_to_a_process():
-    with Workers(2) as two:
-        with pytest.raises(ValueError, match="module-level"):
-            two([lambda: 1.0])
-    with pytest.raises(TypeError, match="callable"):
-        Workers(1)([1.0])
-    with pytest.raises(ValueError, match="workers"):
-        Workers(0)

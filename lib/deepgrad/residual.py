@@ -28,9 +28,7 @@ from __future__ import annotations
 
 import copy
 import math
-import multiprocessing
 from collections.abc import Callable, Sequence
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 
 import torch
@@ -234,8 +232,7 @@ def freeze_batch_statistics(model: nn.Module, x: Tensor) -> nn.Module:
 
 
 # --------------------------------------------------------------------------------------------
-# Degradation trained to the end of a schedule: module-level runs, so that worker processes can
-# execute them (the chapter spreads them over two processes)
+# Degradation trained to the end of a schedule (module level, so that worker processes can run it)
 # --------------------------------------------------------------------------------------------
 
 _DIGITS: dict[str, object] = {}
@@ -340,63 +337,6 @@ def train_to_end(layers: int, lr: float, seed: int, *, kind: str = "plain", step
     nan = (math.nan, math.nan)
     return ScheduleEnd(steps=tuple(at), loss=tuple(probe.fit.get(s, nan)[0] for s in at),
                        error=tuple(probe.fit.get(s, nan)[1] for s in at), diverged=history.diverged)
-
-
-def _one_thread(call: Callable[[], object]) -> object:
-    """``call()`` with one PyTorch thread, so that the result does not depend on where it runs."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        return call()
-    finally:
-        torch.set_num_threads(threads)
-
-
-class Workers:
-    """Runs batches of independent calls, each with one PyTorch thread, in ``workers`` processes.
-
-    ``workers(calls)`` returns ``[call() for call in calls]``. With ``workers > 1`` the calls go to
-    processes started with ``'spawn'`` (as :func:`deepgrad.evidence.compare` sends its runs), so each
-    must be a module-level function or a ``functools.partial`` of one, such as
-    ``partial(train_to_end, 20, 0.1, seed)``, and its result must pickle. Results do not depend on
-    ``workers``. One object serves several batches (a grid of rates, then the seeds at the best
-    one), so the processes, which import PyTorch and load the data, start once. Use it as a context
-    manager or call :meth:`close`. Unlike :class:`deepgrad.normfree.Runs`, which returns numbers,
-    the results are returned as they are (a :class:`ScheduleEnd`, say).
-    """
-
-    def __init__(self, workers: int = 1):
-        self.workers = positive_int("workers", workers)
-        self._pool = None
-        if workers > 1:
-            self._pool = ProcessPoolExecutor(max_workers=workers,
-                                             mp_context=multiprocessing.get_context("spawn"))
-
-    def __call__(self, calls: Sequence[Callable[[], object]]) -> list:
-        calls = list(calls)
-        for i, call in enumerate(calls):
-            if not callable(call):
-                raise TypeError(f"calls[{i}] must be callable, got {type(call).__name__}")
-        if self._pool is None:
-            return [_one_thread(call) for call in calls]
-        for i, call in enumerate(calls):
-            target = getattr(call, "func", call)
-            if getattr(target, "__module__", None) == "__main__" or "<" in getattr(target, "__qualname__", "<"):
-                raise ValueError(f"calls[{i}] must be a module-level function (or a functools.partial of "
-                                 "one) to go to a worker process; define it in a module or use workers=1")
-        return list(self._pool.map(_one_thread, calls))
-
-    def close(self) -> None:
-        """Stop the worker processes."""
-        if self._pool is not None:
-            self._pool.shutdown()
-            self._pool = None
-
-    def __enter__(self) -> Workers:
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.close()
 
 
 def gradient_correlations(model: Callable[[Tensor], Tensor], points: Tensor) -> Tensor:
