@@ -26,14 +26,17 @@ weighted layers of their 6n + 2-layer CIFAR networks.
 
 from __future__ import annotations
 
+import copy
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 
 import torch
 from torch import Tensor, nn
 
-from deepgrad._checks import flag, non_negative, one_of, positive_int
+from deepgrad._checks import flag, fraction, non_negative, one_of, positive, positive_int
 from deepgrad.diagnostics import Recorder
+from deepgrad.train import Callback, Run
 
 #: Kinds of block: He et al.'s post-activation, the identity-mappings pre-activation, no shortcut.
 KINDS = ("post", "pre", "plain")
@@ -226,6 +229,114 @@ def freeze_batch_statistics(model: nn.Module, x: Tensor) -> nn.Module:
         for m, momentum in zip(norms, saved, strict=True):
             m.momentum = momentum
     return model.eval()
+
+
+# --------------------------------------------------------------------------------------------
+# Degradation trained to the end of a schedule (module level, so that worker processes can run it)
+# --------------------------------------------------------------------------------------------
+
+_DIGITS: dict[str, object] = {}
+
+
+def _digits():
+    """The digits on the default device, loaded once per process."""
+    if "digits" not in _DIGITS:
+        from deepgrad.data import load_digits
+        from deepgrad.repro import default_device
+
+        _DIGITS["digits"] = load_digits(device=default_device())
+    return _DIGITS["digits"]
+
+
+def training_set_fit(model: nn.Module, x: Tensor, y: Tensor) -> tuple[float, float]:
+    """``(loss, error)`` of ``model`` on the whole training set ``(x, y)``: mean cross-entropy and
+    share of misclassified examples.
+
+    A copy of the model is evaluated, with its batch norms' statistics set to those of ``x``
+    (:func:`freeze_batch_statistics`), so every example is normalised by the statistics of the whole
+    training set and the model itself (its mode, weights and running statistics) is left untouched.
+    """
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+    probe = freeze_batch_statistics(copy.deepcopy(model), x)
+    with torch.no_grad():
+        logits = probe(x)
+        loss = float(nn.functional.cross_entropy(logits, y))
+        error = float((logits.argmax(1) != y).double().mean())
+    return loss, error
+
+
+@dataclass(frozen=True)
+class ScheduleEnd:
+    """Training loss and error on the whole training set at the checkpoints of one run of
+    :func:`train_to_end` (NaN at the checkpoints a diverged run did not reach)."""
+
+    steps: tuple[int, ...]
+    loss: tuple[float, ...]
+    error: tuple[float, ...]
+    diverged: bool
+
+    @property
+    def final_loss(self) -> float:
+        """Training loss at the end of the schedule."""
+        return self.loss[-1]
+
+    @property
+    def final_error(self) -> float:
+        """Training error at the end of the schedule."""
+        return self.error[-1]
+
+
+class _Checkpoints(Callback):
+    """After the steps in ``at``, record :func:`training_set_fit` on the training split."""
+
+    def __init__(self, at: Sequence[int], x: Tensor, y: Tensor):
+        self.at, self.x, self.y = set(at), x, y
+        self.fit: dict[int, tuple[float, float]] = {}
+
+    def after_step(self, run: Run) -> None:
+        if run.step in self.at:
+            self.fit[run.step] = training_set_fit(run.model, self.x, self.y)
+
+
+def train_to_end(layers: int, lr: float, seed: int, *, kind: str = "plain", steps: int = 250,
+                 batch_size: int = 256, momentum: float = 0.9, checkpoints: Sequence[float] = (0.8, 1.0),
+                 width: int = 64) -> ScheduleEnd:
+    """Train a :class:`ResidualMLP` on the digits through a whole learning-rate schedule.
+
+    SGD with momentum on :func:`deepgrad.train.fit`, the rate following a cosine decay from ``lr``
+    to 0 over ``steps`` steps, η_t = η (1 + cos(π t / T)) / 2 (Loshchilov & Hutter, 2017), so that
+    the run ends with the rate at zero, as He et al. (2016) ended theirs after dividing it by ten
+    twice. Seed ``seed`` fixes the initial weights and the order of the mini-batches. After the steps
+    ``round(f · steps)`` for each fraction ``f`` in ``checkpoints`` (in (0, 1], increasing), the
+    training loss and error are measured on the whole training set (:func:`training_set_fit`).
+    A run whose loss stops being finite ends there, and its later checkpoints are NaN.
+    """
+    from deepgrad.repro import seed_everything
+    from deepgrad.schedules import cosine_lr
+    from deepgrad.train import LearningRate, fit
+
+    positive_int("layers", layers, minimum=4)
+    positive("lr", lr)
+    positive_int("steps", steps)
+    positive_int("batch_size", batch_size)
+    non_negative("momentum", momentum)
+    fractions = [fraction(f"checkpoints[{i}]", f, open_high=False) for i, f in enumerate(checkpoints)]
+    at = [max(1, round(f * steps)) for f in fractions]
+    if not at or any(b <= a for a, b in zip(at, at[1:], strict=False)):
+        raise ValueError(f"checkpoints must be increasing fractions in (0, 1] that fall on distinct steps "
+                         f"of the {steps}, got {list(checkpoints)}")
+    data = _digits()
+    generator = seed_everything(seed)
+    model = ResidualMLP.with_layers(data.n_features, data.n_classes, layers, kind=kind,
+                                    width=width).to(data.train.x.device)
+    optimizer = torch.optim.SGD(model.parameters(), lr=lr, momentum=momentum)
+    probe = _Checkpoints(at, data.train.x, data.train.y)
+    history = fit(model, data, optimizer, steps=steps, batch_size=batch_size, generator=generator,
+                  eval_every=steps, callbacks=[LearningRate(lambda k: cosine_lr(k, lr, steps)), probe])
+    nan = (math.nan, math.nan)
+    return ScheduleEnd(steps=tuple(at), loss=tuple(probe.fit.get(s, nan)[0] for s in at),
+                       error=tuple(probe.fit.get(s, nan)[1] for s in at), diverged=history.diverged)
 
 
 def gradient_correlations(model: Callable[[Tensor], Tensor], points: Tensor) -> Tensor:
