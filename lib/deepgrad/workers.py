@@ -6,7 +6,8 @@ a comparison or the points of a learning-rate grid, in ``workers`` processes sta
 process-wide PyTorch settings (default dtype, deterministic algorithms, float32 matmul precision),
 so on the CPU ``workers=2`` gives exactly what ``workers=1`` gives, provided each call seeds its
 own random generators (a worker's global generator is not the parent's).
-:func:`deepgrad.evidence.compare` runs its seeds through it.
+:func:`deepgrad.evidence.compare` runs its seeds through it, and :class:`deepgrad.ablation.Pool` its
+training runs (``as_float=False``: whole outcomes come back, not numbers).
 
 :func:`release_memory` asks the C library to hand back memory that the program has freed but the
 allocator still holds. glibc's ``malloc`` keeps freed blocks in its heap for reuse and returns them to
