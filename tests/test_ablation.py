@@ -346,3 +346,21 @@ def test_consecutive_pairs_each_rung_with_the_one_before():
     rungs["C"] = rungs["C"][::-1]
     with pytest.raises(ValueError, match="same seeds"):
         ablation.consecutive(rungs, target=0.9, steps=20, eval_every=5)
+
+
+def test_fastest_ranks_by_steps_then_final_accuracy_then_the_lower_rate():
+    def out(lr, reached_at, final):
+        o = _outcome(ablation.Recipe(lr=lr), 0, reached_at, 0.9)
+        o.history.val_accuracy[-1] = final
+        return o
+
+    settings = dict(target=0.9, steps=20, eval_every=5)
+    assert ablation.fastest([out(0.1, 15, 0.95), out(0.3, 10, 0.91), out(1.0, None, 0.5)], **settings) == 1
+    assert ablation.fastest([out(0.1, 10, 0.93), out(0.3, 10, 0.96)], **settings) == 1   # tie: more accurate
+    assert ablation.fastest([out(0.3, 10, 0.95), out(0.1, 10, 0.95)], **settings) == 1   # tie: lower rate
+    never = out(0.1, None, 0.6)
+    diverged = out(0.3, None, float("nan"))
+    diverged.history.diverged_at = 3
+    assert ablation.fastest([diverged, never], **settings) == 1   # a diverged run ranks last
+    with pytest.raises(ValueError, match="outcomes"):
+        ablation.fastest([], **settings)

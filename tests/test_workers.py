@@ -116,6 +116,18 @@ def test_values_become_floats(pool):
     assert isinstance(workers.run_many([functools.partial(noisy_sum, 0, 10)])[0], float)
 
 
+def test_values_come_back_as_returned_without_as_float():
+    calls = [functools.partial(as_tensor, 2.5), functools.partial(noisy_sum, 0, 10)]
+    one = workers.Runs(1, as_float=False)(calls)
+    with workers.Runs(2, as_float=False) as runs:
+        two = runs(calls)
+    for values in (one, two):
+        assert isinstance(values[0], torch.Tensor) and values[0].item() == 2.5
+    assert one[1] == two[1] == workers.run_many(calls[1:])[0]
+    with pytest.raises(TypeError, match="as_float"):
+        workers.Runs(1, as_float="no")
+
+
 def test_a_worker_imports_no_plotting_or_tuning_library_for_a_training_job(pool):
     assert pool([heavy_modules_loaded] * 2) == [0.0, 0.0]
 

@@ -18,10 +18,10 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-import multiprocessing
+import functools
+import math
 import textwrap
 from collections.abc import Callable, Iterable, Sequence
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
@@ -37,6 +37,7 @@ from deepgrad.diagnostics import GradientReport
 from deepgrad.evidence import Comparison
 from deepgrad.models import MLP, NORMS
 from deepgrad.train import EarlyStopping, History, evaluate, fit, layerwise
+from deepgrad.workers import Runs
 
 #: Initialisations a recipe can name: small Gaussian weights N(0, NAIVE_STD²) (the "naive" choice of
 #: old tutorials), PyTorch's default for ``nn.Linear``, Glorot & Bengio's normal, He et al.'s normal, and
@@ -186,6 +187,28 @@ class Outcome:
         return float("inf") if self.history.diverged else float(steps + eval_every)
 
 
+def fastest(outcomes: Sequence[Outcome], *, target: float, steps: int, eval_every: int) -> int:
+    """The index of the outcome that reached a validation accuracy of ``target`` in the fewest updates.
+
+    The tuning criterion of the capstone, fixed before any run: fewest updates to ``target``
+    (:meth:`Outcome.censored_steps_to`: a run that never gets there ranks after every run that does,
+    a diverged one last), ties broken by the higher final validation accuracy, then by the lower
+    learning rate. Pass the runs of one recipe at several rates to pick its rate.
+    """
+    fraction("target", target, open_high=False)
+    outcomes = list(outcomes)
+    if not outcomes:
+        raise ValueError("outcomes must hold at least one Outcome, got none")
+
+    def key(i: int) -> tuple[float, float, float]:
+        out = outcomes[i]
+        final = out.history.val_accuracy[-1] if out.history.val_accuracy else float("nan")
+        final = final if math.isfinite(final) else -math.inf
+        return (out.censored_steps_to(target, steps=steps, eval_every=eval_every), -final, out.recipe.lr)
+
+    return min(range(len(outcomes)), key=key)
+
+
 def diagnose(recipe: Recipe, data: Dataset, *, depth: int, width: int, steps: int = 20, seed: int = 0,
              batch_size: int = 64) -> GradientReport:
     """A :class:`GradientReport` over the first ``steps`` updates of the network ``recipe`` describes."""
@@ -238,28 +261,9 @@ def with_report(outcome: Outcome, data: Dataset, *, depth: int, width: int, step
     return dataclasses.replace(outcome, report=report)
 
 
-_WORKER: dict = {}
-
-
-def _start_worker(data: Dataset) -> None:
-    """A :class:`Pool` worker's initializer: keep the data for every job."""
-    _WORKER["data"] = data
-
-
-def _train_job(job: tuple[Recipe, int, dict]) -> Outcome:
-    """:func:`train` one job in a worker process."""
-    return _train_one_thread(_WORKER["data"], job)
-
-
-def _train_one_thread(data: Dataset, job: tuple[Recipe, int, dict]) -> Outcome:
-    """:func:`train` with one PyTorch thread (restored afterwards), so the outcome does not depend on where it runs."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        recipe, seed, settings = job
-        return train(recipe, data, seed, **settings)
-    finally:
-        torch.set_num_threads(threads)
+def _train_job(recipe: Recipe, seed: int, data: Dataset, settings: dict) -> Outcome:
+    """:func:`train` one (recipe, seed) job: a module-level function, so that a worker process can run it."""
+    return train(recipe, data, seed, **settings)
 
 
 class Pool:
@@ -267,18 +271,19 @@ class Pool:
 
     ``pool(jobs, depth=..., width=..., steps=..., eval_every=...)`` returns one :class:`Outcome` per
     (recipe, seed) pair of ``jobs``, in order (``report`` ``None``; add one with :func:`with_report`).
-    Every job runs with one PyTorch thread, so the outcomes do not depend on ``workers``. With
-    ``workers > 1`` the processes start (``'spawn'``) at the first call, receive the data once, and
-    serve every later call until :meth:`close` or the end of a ``with`` block. Unlike
-    :func:`deepgrad.evidence.compare`, which keeps one number per run, the whole outcome comes back
-    (history, test accuracy, model), so one run per seed serves several measures; pair them with
+    The jobs run through the library's one pool, :class:`deepgrad.workers.Runs` (each with one
+    PyTorch thread, in processes started with ``'spawn'`` that share the parent's PyTorch settings),
+    so the outcomes do not depend on ``workers``; the workers start at the first call and serve every
+    later call until :meth:`close` or the end of a ``with`` block. Each job carries the data with it.
+    Unlike :func:`deepgrad.evidence.compare`, which keeps one number per run, the whole outcome comes
+    back (history, test accuracy, model), so one run per seed serves several measures; pair them with
     :func:`deepgrad.evidence.from_values`.
     """
 
     def __init__(self, data: Dataset, *, workers: int = 1):
         self.data = data
         self.workers = positive_int("workers", workers)
-        self._executor = None
+        self._runs = None
 
     def __call__(self, jobs: Iterable[tuple[Recipe, int]], *, depth: int, width: int, steps: int,
                  eval_every: int | None = None, batch_size: int = 64, patience: int = 3) -> list[Outcome]:
@@ -294,20 +299,16 @@ class Pool:
             if not (isinstance(job, tuple) and len(job) == 2 and isinstance(job[0], Recipe)
                     and isinstance(job[1], int) and not isinstance(job[1], bool)):
                 raise TypeError(f"jobs[{i}] must be a (Recipe, int seed) pair, got {job!r}")
-        jobs = [(recipe, seed, settings) for recipe, seed in jobs]
-        if self.workers == 1:
-            return [_train_one_thread(self.data, job) for job in jobs]
-        if self._executor is None:
-            self._executor = ProcessPoolExecutor(max_workers=self.workers,
-                                                 mp_context=multiprocessing.get_context("spawn"),
-                                                 initializer=_start_worker, initargs=(self.data,))
-        return list(self._executor.map(_train_job, jobs))
+        if self._runs is None:
+            self._runs = Runs(self.workers, as_float=False)
+        return self._runs([functools.partial(_train_job, recipe, seed, self.data, settings)
+                           for recipe, seed in jobs])
 
     def close(self) -> None:
         """Stop the workers (a later call starts new ones)."""
-        if self._executor is not None:
-            self._executor.shutdown()
-            self._executor = None
+        if self._runs is not None:
+            self._runs.close()
+            self._runs = None
 
     def __enter__(self) -> Pool:
         return self

@@ -6,7 +6,8 @@ a comparison or the points of a learning-rate grid, in ``workers`` processes sta
 process-wide PyTorch settings (default dtype, deterministic algorithms, float32 matmul precision),
 so on the CPU ``workers=2`` gives exactly what ``workers=1`` gives, provided each call seeds its
 own random generators (a worker's global generator is not the parent's).
-:func:`deepgrad.evidence.compare` runs its seeds through it.
+:func:`deepgrad.evidence.compare` runs its seeds through it, and :class:`deepgrad.ablation.Pool` its
+training runs (``as_float=False``: whole outcomes come back, not numbers).
 
 :func:`release_memory` asks the C library to hand back memory that the program has freed but the
 allocator still holds. glibc's ``malloc`` keeps freed blocks in its heap for reuse and returns them to
@@ -26,6 +27,7 @@ import pickle
 from collections.abc import Callable, Sequence
 from concurrent.futures import FIRST_EXCEPTION, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
+from typing import Any
 
 import torch
 
@@ -64,14 +66,17 @@ def release_memory() -> bool:
     return True
 
 
-def _one_thread(call: Callable[[], float]) -> float:
-    """``float(call())`` with one PyTorch thread, so that the value does not depend on where it runs."""
+def _one_thread(call: Callable[[], Any], as_float: bool = True) -> Any:
+    """``float(call())`` (``call()`` itself unless ``as_float``) with one PyTorch thread, so that the
+    value does not depend on where it runs."""
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
         value = call()
     finally:
         torch.set_num_threads(threads)
+    if not as_float:
+        return value
     if isinstance(value, torch.Tensor):
         value = value.item()
     return float(value)
@@ -90,11 +95,11 @@ def _start_worker(dtype: torch.dtype, deterministic: bool, warn_only: bool, matm
     torch.set_float32_matmul_precision(matmul_precision)
 
 
-def _in_worker(call: Callable[[], float]) -> float:
+def _in_worker(call: Callable[[], Any], as_float: bool = True) -> Any:
     """:func:`_one_thread` in a worker process, then its freed memory back to the system: a worker
-    lives for many calls, and each call's tensors are garbage once its number is returned."""
+    lives for many calls, and each call's tensors are garbage once its value is returned."""
     try:
-        return _one_thread(call)
+        return _one_thread(call, as_float)
     finally:
         release_memory()
 
@@ -134,13 +139,20 @@ class Runs:
     workers, which import PyTorch and load their data, start once. Use it as a context manager or
     call :meth:`close`; a closed object runs nothing (:class:`RuntimeError`).
 
+    By default every value becomes a ``float`` (a tensor's ``.item()``); with ``as_float=False`` the
+    values come back as the calls return them, any picklable object (a whole training outcome, say),
+    so that one run can serve several measures.
+
     A call that raises stops its batch at once: the calls not yet started are cancelled, the pool is
     closed and the error is raised. A worker process that dies (out of memory, say) raises
     :class:`~concurrent.futures.process.BrokenProcessPool`.
     """
 
-    def __init__(self, workers: int = 1):
+    def __init__(self, workers: int = 1, *, as_float: bool = True):
         self.workers = positive_int("workers", workers)
+        if not isinstance(as_float, bool):
+            raise TypeError(f"as_float must be True or False, got {type(as_float).__name__}")
+        self.as_float = as_float
         self._pool = None
         self._closed = False
         if workers > 1:
@@ -148,8 +160,8 @@ class Runs:
             self._pool = ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn"),
                                              initializer=_start_worker, initargs=_settings())
 
-    def __call__(self, calls: Sequence[Callable[[], float]]) -> list[float]:
-        """``[float(call()) for call in calls]``, spread over the workers (a tensor's ``.item()``)."""
+    def __call__(self, calls: Sequence[Callable[[], Any]]) -> list:
+        """``[float(call()) for call in calls]`` (``call()`` unless ``as_float``), spread over the workers."""
         if self._closed:
             raise RuntimeError("this Runs is closed (close() was called or its with-block ended); "
                                "make a new one to run more calls")
@@ -158,12 +170,12 @@ class Runs:
             if not callable(call):
                 raise TypeError(f"calls[{i}] must be callable, got {type(call).__name__}")
         if self._pool is None:
-            values = [_one_thread(call) for call in calls]
+            values = [_one_thread(call, self.as_float) for call in calls]
             release_memory()  # the batch's tensors are garbage now that its numbers are out
             return values
         for i, call in enumerate(calls):
             check_sendable(f"calls[{i}]", call)
-        futures = [self._pool.submit(_in_worker, call) for call in calls]
+        futures = [self._pool.submit(_in_worker, call, self.as_float) for call in calls]
         try:
             done, _ = wait(futures, return_when=FIRST_EXCEPTION)  # a failing call ends the batch at once
             for future in futures:  # the first failure, without waiting for earlier calls still running
