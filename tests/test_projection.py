@@ -182,3 +182,23 @@ def test_bad_arguments():
         StagedResidualMLP(4, 2, blocks=0)
     with pytest.raises(TypeError, match="norm"):
         StagedResidualMLP(4, 2, norm=1)
+
+
+def test_all_projections_direct_path_depends_on_the_projections_initialisation():
+    """Option C's direct path: orthogonal projections keep every singular value at one; PyTorch's
+    default U(±1/√n) gives weights of variance 1/(3n), a mean squared singular value of about 1/3
+    per square projection, so that the product of many of them vanishes."""
+    import deepgrad as dg
+
+    torch.manual_seed(0)
+    model = StagedResidualMLP.with_layers(8, 2, 44, widths=(16, 32, 64), shortcut="all-projections")
+    projections = model.projection_blocks()
+    assert len(projections) == 21
+    square = [b.shortcut.weight.detach().double() for b in projections if b.in_features == b.width]
+    mean_square = [float((w ** 2).sum()) / w.shape[0] for w in square]   # ||W||_F² / n
+    assert all(abs(m - 1 / 3) < 0.05 for m in mean_square), mean_square
+    assert torch.linalg.svdvals(model.direct_path()).max() < 1e-3
+    for block in projections:
+        dg.init.orthogonal_(block.shortcut.weight)
+    singular = torch.linalg.svdvals(model.direct_path())
+    torch.testing.assert_close(singular, torch.ones(16, dtype=torch.float64), atol=1e-4, rtol=0)

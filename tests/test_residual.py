@@ -92,6 +92,14 @@ def test_rezero_starts_as_the_identity_and_learns_alpha():
     assert block.alpha.grad is not None and block.alpha.grad.abs() > 0
     # the branch's weights get no gradient while alpha is zero: only alpha moves first
     assert torch.count_nonzero(block.linear1.weight.grad) == 0
+    # ... for one step only: once alpha has moved, the branch's weights get a gradient too
+    with torch.no_grad():
+        block.alpha -= 0.1 * block.alpha.grad
+    block.zero_grad()
+    block(x).pow(2).sum().backward()
+    assert block.alpha.item() != 0
+    assert torch.count_nonzero(block.linear1.weight.grad) > 0
+    assert torch.count_nonzero(block.linear2.weight.grad) > 0
 
 
 def test_norm_false_has_no_batch_norm():

@@ -306,10 +306,11 @@ def train_to_end(layers: int, lr: float, seed: int, *, kind: str = "plain", step
 
     SGD with momentum on :func:`deepgrad.train.fit`, the rate following a cosine decay from ``lr``
     to 0 over ``steps`` steps, η_t = η (1 + cos(π t / T)) / 2 (Loshchilov & Hutter, 2017), so that
-    the run ends with the rate at zero, as He et al. (2016) ended theirs after dividing it by ten
-    twice. Seed ``seed`` fixes the initial weights and the order of the mini-batches. After the steps
-    ``round(f · steps)`` for each fraction ``f`` in ``checkpoints`` (in (0, 1], increasing), the
-    training loss and error are measured on the whole training set (:func:`training_set_fit`).
+    the run ends with the rate at zero (He et al., 2016, instead divided theirs by ten twice and
+    stopped at a hundredth of the initial rate). Seed ``seed`` fixes the initial weights and the
+    order of the mini-batches. After the steps ``round(f · steps)`` for each fraction ``f`` in
+    ``checkpoints`` (in (0, 1], increasing), the training loss and error are measured on the whole
+    training set (:func:`training_set_fit`).
     A run whose loss stops being finite ends there, and its later checkpoints are NaN.
     """
     from deepgrad.repro import seed_everything
