@@ -60,7 +60,7 @@ def test_identical_arms_give_the_degenerate_interval_and_a_tie():
     assert (c.mean_difference, c.low, c.high) == (0.0, 0.0, 0.0)
     assert c.verdict == "tied" and c.wins == c.wins_b == 0
     assert c.sentence() == ("A lower on 0 of 5 seeds, B on 0; mean difference (A − B) 0 "
-                            "(95 % interval 0 to 0): tied.")
+                            "(95 % interval 0 to 0): no difference detected.")
 
 
 def test_constant_nonzero_difference_is_a_degenerate_interval_that_excludes_zero():

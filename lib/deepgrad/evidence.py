@@ -10,9 +10,11 @@ functions share their seeding) and returns a frozen :class:`Comparison`:
   times, take each resample's mean, and read the 2.5 % and 97.5 % quantiles;
 - the win count: A better on k of n seeds, with ``better="lower"`` (losses, errors, steps) or
   ``"higher"`` (accuracies);
-- a verdict, ``"A better"``, ``"B better"`` or ``"tied"``: tied when the interval covers 0. No
-  winner is ever stated from fewer than 2 seeds (a :class:`ValueError`), and :meth:`Comparison.sentence`
-  calls a comparison over fewer than :data:`MIN_SEEDS` seeds an illustration, not a claim.
+- a verdict, ``"A better"``, ``"B better"`` or ``"tied"``: tied when the interval covers 0. The
+  sentence for the text says "no difference detected" there, not "tied": an interval that covers 0
+  fails to show a difference, it does not show that there is none. No winner is ever stated from
+  fewer than 2 seeds (a :class:`ValueError`), and :meth:`Comparison.sentence` calls a comparison
+  over fewer than :data:`MIN_SEEDS` seeds an illustration, not a claim.
 
 Diverged runs (a value that is NaN or ±inf) are failures, reported and never dropped silently:
 
@@ -149,6 +151,8 @@ class Comparison:
         """A short sentence for the text, numbers to ``digits`` significant digits, e.g.
 
         ``"A lower on 5 of 5 seeds; mean difference −0.12 (95 % interval −0.15 to −0.09): A better."``
+
+        Where the interval covers 0 (the verdict ``"tied"``) it ends ``": no difference detected."``.
         """
         positive_int("digits", digits)
         a, b = self.names
@@ -165,7 +169,8 @@ class Comparison:
             parts.append(f"mean difference ({a} − {b}){over} {_number(self.mean_difference, digits)} "
                          f"({100 * self.level:g} % interval {_number(self.low, digits)} "
                          f"to {_number(self.high, digits)})")
-        text = "; ".join(parts) + f": {self.verdict}"
+        verdict = self.verdict
+        text = "; ".join(parts) + f": {'no difference detected' if verdict == 'tied' else verdict}"
         if self.illustration:
             text += f" (an illustration: claims need at least {MIN_SEEDS} seeds)"
         return text + "."
