@@ -6,6 +6,8 @@ skip there means the CI lost what it is meant to test, so it is reported as a fa
 """
 
 import os
+import sys
+import types
 
 import pytest
 import torch
@@ -23,6 +25,17 @@ def _seeded():
     dg.seed_everything(0)
     yield
     torch.use_deterministic_algorithms(False)
+
+
+@pytest.fixture
+def glued(monkeypatch):
+    """A build of the book (DEEPGRAD_BOOK=1), with myst_nb.glue replaced by a recorder of (name, value, display)."""
+    monkeypatch.setenv("DEEPGRAD_BOOK", "1")
+    calls = []
+    fake = types.ModuleType("myst_nb")
+    fake.glue = lambda name, value, display=True: calls.append((name, value, display))
+    monkeypatch.setitem(sys.modules, "myst_nb", fake)
+    return calls
 
 
 def required_on_ci(item) -> bool:

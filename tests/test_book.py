@@ -1,23 +1,11 @@
 import math
 import sys
-import types
 
 import numpy as np
 import pytest
 
 import deepgrad as dg
 from deepgrad import book
-
-
-@pytest.fixture
-def glued(monkeypatch):
-    """A build of the book (DEEPGRAD_BOOK=1), with myst_nb.glue replaced by a recorder of (name, value, display)."""
-    monkeypatch.setenv("DEEPGRAD_BOOK", "1")
-    calls = []
-    fake = types.ModuleType("myst_nb")
-    fake.glue = lambda name, value, display=True: calls.append((name, value, display))
-    monkeypatch.setitem(sys.modules, "myst_nb", fake)
-    return calls
 
 
 def test_moved_functions_are_the_same_objects_at_their_old_homes():

@@ -110,17 +110,9 @@ def test_glue_figure_outside_the_book_shows_the_figure_once_without_myst_nb(monk
     assert not plt.fignum_exists(fig.number)  # closed: the inline backend does not draw it again
 
 
-def test_glue_figure_in_the_book_glues_it_hidden_and_closes_it(monkeypatch):
-    import sys
-    import types
-
-    monkeypatch.setenv("DEEPGRAD_BOOK", "1")
-    calls = []
-    fake = types.ModuleType("myst_nb")
-    fake.glue = lambda name, value, display=True: calls.append((name, value, display))
-    monkeypatch.setitem(sys.modules, "myst_nb", fake)
+def test_glue_figure_in_the_book_glues_it_hidden_and_closes_it(glued):
     fig, _ = plt.subplots()
     plotting.glue_figure("fig-x", fig)
-    [(name, value, display)] = calls
+    [(name, value, display)] = glued
     assert (name, display) == ("fig-x", False) and isinstance(value, plotting.RenderedFigure)
     assert not plt.fignum_exists(fig.number)
